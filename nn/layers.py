@@ -148,7 +148,8 @@ class Dropout:
             keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
             self.mask = keep.astype(x.dtype) / x.dtype.type(1 - self.p)
         self._scale = self.mask
-        return np.multiply(x, self.mask, out=x if inplace else None)
+        # Never in place: x is the activation's output, which sigmoid/tanh keep for backward.
+        return x * self.mask
 
     def backward(self, dy):
         if self._scale is None:

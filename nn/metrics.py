@@ -17,6 +17,9 @@ def _labels(y_true, y_pred):
     y_pred = np.asarray(y_pred)
     if y_true.shape != y_pred.shape or y_true.ndim != 1:
         raise ValueError(f"y_true and y_pred must be 1-D of equal length, got {y_true.shape} and {y_pred.shape}")
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if y.size and y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(y % 1 == 0)):
+            raise ValueError(f"{name} must hold integer class labels, got dtype {y.dtype}")
     return y_true.astype(np.int64, copy=False), y_pred.astype(np.int64, copy=False)
 
 

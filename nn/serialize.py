@@ -94,8 +94,8 @@ def _read_header(npz, path):
         _fail(path, "its header is not a JSON byte string")
     try:
         header = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        _fail(path, f"its header is not valid JSON ({e})")
+    except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, a 5000-digit int, [[[[...
+        _fail(path, f"its header is not valid JSON ({type(e).__name__}: {e})")
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         _fail(path, f"it is not a {FORMAT} file")
     version = header.get("format_version")
@@ -109,6 +109,21 @@ def _read_header(npz, path):
         if not isinstance(header.get(key), kind):
             _fail(path, f"its header has no valid {key!r}")
     return header
+
+
+def _npy_header(zf, member, path):
+    """``(shape, dtype)`` from a .npy member's own header, without reading its data: a
+    header that lies about its shape must never make us allocate that shape."""
+    with zf.open(member) as f:
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+        if read is None:
+            raise ValueError(f"unsupported .npy format version {version}")
+        shape, _, dtype = read(f)
+    if dtype.hasobject:
+        _fail(path, f"{member[:-4]} holds Python objects (pickled data), which are never loaded")
+    return shape, dtype
 
 
 def _check_declared_size(config, file_size, path):
@@ -132,6 +147,10 @@ def load(path):
         size = path.stat().st_size
     except OSError as e:
         raise ModelFileError(f"{path.name}: cannot read the model file ({e.strerror})") from None
+    if path.is_dir():
+        _fail(path, "it is a directory")
+    if size == 0:
+        _fail(path, "the file is empty")
     if size > MAX_FILE_BYTES:
         _fail(path, f"it is {size / 2**20:.0f} MiB, above the {MAX_FILE_BYTES // 2**20} MiB limit")
     if not zipfile.is_zipfile(path):
@@ -147,13 +166,16 @@ def load(path):
         if members["header.npy"].file_size > MAX_HEADER_BYTES:
             _fail(path, "its header is too large")
         with np.load(path, allow_pickle=False) as npz:
+            shape, dtype = _npy_header(npz.zip, "header.npy", path)
+            if dtype != np.uint8 or len(shape) != 1 or shape[0] > MAX_HEADER_BYTES:
+                _fail(path, "its header is not a JSON byte string")
             header = _read_header(npz, path)
             _check_declared_size(header["config"], size, path)
             try:
                 model = Network(**{k: header["config"][k] for k in
                                    ("hidden", "activation", "dropout", "n_inputs", "n_classes")},
                                 seed=int(header.get("seed", 0)))
-            except (KeyError, TypeError, ValueError) as e:
+            except (KeyError, TypeError, ValueError, OverflowError) as e:  # OverflowError: seed 1e999
                 _fail(path, f"its architecture is invalid ({e})")
             expected = _array_names(len(model.dense_layers))
             missing = sorted(set(expected) - names)
@@ -165,9 +187,15 @@ def load(path):
             params = model.parameters()
             arrays = []
             for name, param in zip(expected, params):
-                # Check the declared size before reading, so a huge array is never loaded.
-                if members[f"{name}.npy"].file_size > param.value.nbytes + _NPY_OVERHEAD:
+                # Check the declared size before reading, so a huge array is never loaded
+                # (8 bytes per entry: a float64 array gets the dtype message below).
+                if members[f"{name}.npy"].file_size > 8 * param.value.size + _NPY_OVERHEAD:
                     _fail(path, f"array {name} is larger than the architecture allows")
+                shape, dtype = _npy_header(npz.zip, f"{name}.npy", path)  # before allocating anything
+                if dtype != np.float32:
+                    _fail(path, f"array {name} has dtype {dtype}, expected float32")
+                if shape != param.value.shape:
+                    _fail(path, f"array {name} has shape {shape}, expected {param.value.shape}")
                 a = npz[name]
                 if a.dtype != np.float32:
                     _fail(path, f"array {name} has dtype {a.dtype}, expected float32")
@@ -181,6 +209,9 @@ def load(path):
     except ValueError as e:  # includes "Object arrays cannot be loaded when allow_pickle=False"
         _fail(path, f"unreadable array ({e})")
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
+        _fail(path, f"the archive is damaged ({type(e).__name__}: {e})")
+    except Exception as e:  # hostile bytes reach zipfile's and NumPy's parsers: NotImplementedError
+        # (compression method), RuntimeError (encrypted), tokenize.TokenError (.npy header), ...
         _fail(path, f"the archive is damaged ({type(e).__name__}: {e})")
     model.set_weights(arrays)
     model.hyperparams = header["hyperparams"]

@@ -145,7 +145,10 @@ def fit(model, X, y, *, optimizer="adam", lr=1e-3, momentum=0.9, nesterov=False,
         X_train, y_train = X, y
     else:
         train_idx, val_idx = split_validation(len(X), val_size, rng)
-        X_train, y_train = X[train_idx], y[train_idx]
+        if len(val_idx):
+            X_train, y_train = X[train_idx], y[train_idx]
+        else:  # nothing held out (train_idx is 0..n-1): train on X itself, no copy
+            X_train, y_train = X, y
         X_val, y_val = X[val_idx], y[val_idx]
     X_train = np.ascontiguousarray(X_train, dtype=dtype)
     n = len(X_train)
@@ -196,7 +199,7 @@ def fit(model, X, y, *, optimizer="adam", lr=1e-3, momentum=0.9, nesterov=False,
                     raise TrainingDiverged(
                         f"training diverged in epoch {epoch + 1} (loss became {loss}); "
                         f"try a smaller learning rate than {opt.lr:g}", history)
-                correct += int(np.count_nonzero(logits.argmax(axis=1) == yb))
+                correct += int(np.count_nonzero(loss_fn.predicted == yb))
                 loss_sum += loss * len(idx)
                 model.backward(loss_fn.backward())
                 opt.step()

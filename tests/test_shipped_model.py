@@ -1,0 +1,72 @@
+"""weights/default.npz, the network the app ships with: as good as it claims,
+and what it stores about itself is true."""
+
+import numpy as np
+import pytest
+
+import nn
+from conftest import DEFAULT_MODEL
+
+HISTORY_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "lr"}
+
+
+@pytest.fixture(scope="module")
+def evaluation(default_model, mnist):
+    (_, _), (X_test, y_test) = mnist
+    predicted = default_model.predict(X_test)
+    return nn.metrics.classification_report(y_test, predicted), X_test, y_test
+
+
+def test_accuracy_on_the_test_set(evaluation, default_model):
+    report, _, _ = evaluation
+    assert report["n"] == 10000
+    assert report["accuracy"] >= 0.98
+    assert default_model.metrics["accuracy"] == pytest.approx(report["accuracy"], abs=1e-4)
+
+
+def test_stored_evaluation_is_true(evaluation, default_model):
+    report, X_test, y_test = evaluation
+    stored = default_model.metrics
+    assert stored["n"] == 10000
+    assert stored["confusion_matrix"] == report["confusion_matrix"]
+    for key in ("precision", "recall", "f1"):
+        np.testing.assert_allclose(stored["per_class"][key], report["per_class"][key], atol=1e-9)
+        assert stored["macro"][key] == pytest.approx(report["macro"][key], abs=1e-9)
+        assert stored["weighted"][key] == pytest.approx(report["weighted"][key], abs=1e-9)
+    assert stored["per_class"]["support"] == report["per_class"]["support"]
+    loss, _ = default_model.loss_and_accuracy(X_test, y_test)
+    assert stored["loss"] == pytest.approx(loss, abs=1e-4)
+
+
+def test_every_digit_is_recognised(evaluation):
+    report, _, _ = evaluation
+    assert min(report["per_class"]["recall"]) >= 0.95
+    assert min(report["per_class"]["precision"]) >= 0.95
+
+
+def test_file_is_small():
+    assert DEFAULT_MODEL.stat().st_size < 5 * 2**20
+
+
+def test_history_is_complete(default_model):
+    history = default_model.history
+    assert len(history) == 15 == default_model.hyperparams["epochs"]
+    assert [r["epoch"] for r in history] == list(range(1, 16))
+    for r in history:
+        assert set(r) == HISTORY_KEYS
+        assert all(np.isfinite(r[k]) for k in HISTORY_KEYS)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["val_acc"] >= 0.98
+    assert default_model.train_seconds > 0
+
+
+def test_architecture_and_probabilities(default_model, mnist):
+    (_, _), (X_test, _) = mnist
+    assert default_model.config["n_inputs"] == 784 and default_model.config["n_classes"] == 10
+    assert default_model.dense_layers[0].W.shape == (784, default_model.config["hidden"][0])
+    p = default_model.predict_proba(X_test[:100])
+    assert p.dtype == np.float32 and p.shape == (100, 10)
+    np.testing.assert_allclose(p.sum(axis=1), 1, rtol=1e-5)
+    # a single image as (28, 28) gives the same answer as in a batch
+    np.testing.assert_allclose(default_model.predict_proba(X_test[7].reshape(28, 28)), p[7:8],
+                               rtol=1e-5, atol=1e-7)
