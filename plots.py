@@ -40,6 +40,8 @@ def training_curves(history, title=None):
         if history:
             ax.legend()
             ax.xaxis.get_major_locator().set_params(integer=True)
+            last = max(r["epoch"] for r in history)
+            ax.set_xlim(0.5, max(last, 2) + 0.5)  # a sensible axis even after one epoch
     if title:
         fig.suptitle(title)
     return fig

@@ -89,11 +89,17 @@ class Dense:
     def forward(self, x, training=False, inplace=False):
         """``x`` (batch, in) -> ``y`` (batch, out).
 
-        The result is written into a buffer this layer owns; it stays valid until
-        the next forward call with the same batch size.  A caller that keeps it
-        longer must copy it (``Network.forward`` returns a copy).
+        In training the result is written into a buffer this layer owns (no
+        allocation per step); it stays valid until the next training step with
+        the same batch size. Inference allocates a fresh result and touches no
+        shared buffer, so one network can serve several threads at once (the
+        app shares the default network between all its sessions).
         """
         self._x = x
+        if not training:
+            y = x @ self.W
+            y += self.b
+            return y
         n = x.shape[0]
         y = self._out.get(n)
         if y is None or y.dtype != x.dtype:

@@ -133,15 +133,16 @@ class Network:
     def forward(self, X, training=False):
         """Logits for a batch. ``X`` (n, 784) -> (n, 10).
 
-        Internally each layer writes into its own buffer (``inplace``); in
-        training the returned logits are that buffer, otherwise a copy the caller
-        owns.
+        In training each layer writes into its own buffer and the returned
+        logits are that buffer (valid until the next step). Inference allocates
+        fresh arrays and changes no shared state, so it is safe from several
+        threads at once.
         """
         out = X
         for i, layer in enumerate(self.layers):
             # The input X belongs to the caller: never overwrite it.
             out = layer.forward(out, training=training, inplace=i > 0)
-        return out if training else out.copy()
+        return out
 
     def backward(self, dlogits):
         """Backpropagate ``dlogits`` (n, 10); fills every ``Parameter.grad``.
@@ -193,26 +194,25 @@ class Network:
         X = self._as_batch(x)
         if X.shape[0] != 1:
             raise ValueError("input_gradient takes a single image")
-        first = self.dense_layers[0]
-        # Backpropagate a one-hot gradient on the logits through this very forward
-        # pass. Parameter gradients are restored afterwards, so a saliency query
-        # never disturbs training state.
-        saved = [p.grad.copy() for p in self.parameters()]
+        # Work on a private copy of the layers: backpropagation writes caches and
+        # parameter gradients, and this network may be shared (the app's default
+        # network serves every session) or in the middle of training. The copy
+        # costs about as much as one forward pass.
+        import copy
+
+        layers = copy.deepcopy(self.layers)
+        first = next(layer for layer in layers if isinstance(layer, Dense))
         first.needs_input_grad = True
-        try:
-            out = X
-            for i, layer in enumerate(self.layers):
-                out = layer.forward(out, training=False, inplace=i > 0)
-            cls = int(np.argmax(out[0])) if cls is None else int(cls)
-            if not 0 <= cls < self.config["n_classes"]:
-                raise ValueError(f"class must be in [0, {self.config['n_classes']}), got {cls}")
-            dlogits = np.zeros_like(out)
-            dlogits[0, cls] = 1
-            grad = self.backward(dlogits)
-        finally:
-            first.needs_input_grad = False
-            for p, g in zip(self.parameters(), saved):
-                p.grad[...] = g
+        out = X
+        for i, layer in enumerate(layers):
+            out = layer.forward(out, training=False, inplace=i > 0)
+        cls = int(np.argmax(out[0])) if cls is None else int(cls)
+        if not 0 <= cls < self.config["n_classes"]:
+            raise ValueError(f"class must be in [0, {self.config['n_classes']}), got {cls}")
+        grad = np.zeros_like(out)
+        grad[0, cls] = 1
+        for layer in reversed(layers):
+            grad = layer.backward(grad)
         return grad[0].copy()
 
     def loss_and_accuracy(self, X, y, batch_size=8192):

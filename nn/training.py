@@ -104,6 +104,8 @@ def _check_data(X, y, n_inputs, n_classes, what):
         raise ValueError(f"{what} labels must have shape ({X.shape[0]},), got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer) or (y.size and (y.min() < 0 or y.max() >= n_classes)):
         raise ValueError(f"{what} labels must be integers in [0, {n_classes})")
+    if not np.issubdtype(X.dtype, np.number) or not np.isfinite(X).all():
+        raise ValueError(f"{what} images must be finite numbers (found NaN, inf or non-numbers)")
     return X, y.astype(np.int64, copy=False)
 
 
