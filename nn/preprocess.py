@@ -19,14 +19,24 @@ is applied.  `to_mnist` applies it, after deciding which pixels are ink:
   the strong ink level (99th percentile) is scaled to 1 and values below 0.15
   of it are zeroed, so paper texture and JPEG noise do not become ink.
 
+Uploaded files go through `load_image` first: it refuses files that are too
+large, not images, truncated or decompression bombs with a ValueError whose
+message says which, and never runs a decoder that could execute code (only
+PNG, JPEG, GIF, BMP and WebP are opened; no EPS/Ghostscript).
+
 Only NumPy and Pillow are used; nothing here imports UI code.
 """
+import io
 import math
 
 import numpy as np
 from PIL import Image, ImageOps
 
 MAX_PIXELS = 40_000_000   # refuse larger images before doing any heavy work
+MAX_BYTES = 5_000_000     # load_image: refuse larger files before opening them
+# Formats load_image opens (Pillow names; "JPEG" also opens phones' multi-picture
+# JPEGs, format "MPO"). Never EPS (Ghostscript) or the other exotic plugins.
+UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 WORK_SIDE = 1000          # larger images are block-averaged down to about this
 MIN_CONTRAST = 0.12       # ink must differ from the background by this much (0..1)
 NOISE_SIGMAS = 6.0        # ... and by this many background noise sigmas
@@ -55,6 +65,55 @@ def to_mnist(image):
     rows, cols = np.flatnonzero(strong.any(axis=1)), np.flatnonzero(strong.any(axis=0))
     crop = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
     return _fit_and_centre(crop)
+
+
+def load_image(data, max_bytes=MAX_BYTES, max_pixels=MAX_PIXELS, formats=UPLOAD_FORMATS):
+    """Open an uploaded file's bytes as a decoded PIL image, or raise ValueError.
+
+    Checks, in this order, each with its own message: the data are bytes and
+    not empty; at most ``max_bytes`` long; a PNG/JPEG/GIF/BMP/WebP image
+    (``formats``); at most ``max_pixels`` pixels, judged from the header
+    *before* anything is decoded (so a small file declaring 30000x30000
+    pixels allocates nothing); and decodable to the end (truncated or
+    damaged files are refused). Returns the loaded image (first frame of an
+    animation), ready for ``to_mnist``.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValueError(f"expected the file's bytes, got {type(data).__name__}")
+    size = len(data)
+    if size == 0:
+        raise ValueError("the file is empty (0 bytes)")
+    if size > max_bytes:
+        raise ValueError(f"the file is too large: {size / 1e6:.1f} MB "
+                         f"(limit {max_bytes / 1e6:g} MB)")
+    Image.init()  # register every plugin once, so that only unavailable formats are skipped
+    try:
+        img = Image.open(io.BytesIO(data), formats=[f for f in formats if f in Image.OPEN])
+    except Image.DecompressionBombError as exc:  # Pillow's own guard (> 2 x MAX_IMAGE_PIXELS)
+        raise ValueError(f"image too large: {exc}") from None
+    except Exception as exc:  # UnidentifiedImageError, or a header damaged enough to upset a plugin
+        raise ValueError(f"not a readable image (PNG, JPEG, GIF, BMP or WebP): "
+                         f"{_describe(exc)}") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ValueError(f"image too large: {w}x{h} = {w * h:,} pixels "
+                         f"(limit {max_pixels:,})")
+    if w * h == 0:
+        raise ValueError(f"empty image ({w}x{h} pixels)")
+    try:
+        if img.format in ("JPEG", "MPO") and max(w, h) > 2 * WORK_SIDE:
+            img.draft(None, (WORK_SIDE, WORK_SIDE))  # let libjpeg decode at 1/2..1/8 scale
+        img.load()
+    except Exception as exc:  # truncated data, bad checksums, decoder errors
+        raise ValueError(f"the image data are damaged or incomplete: {_describe(exc)}") from None
+    return img
+
+
+def _describe(exc):
+    text = str(exc)
+    if "cannot identify image file" in text:
+        return "unknown file format"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _to_array(image):
