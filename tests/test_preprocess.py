@@ -300,3 +300,16 @@ def test_redrawn_mnist_digits_classified(mnist, default_model):
             batch.append(out.ravel())
         acc = float((default_model.predict(np.array(batch)) == y_test[idx]).mean())
         assert acc >= 0.96, f"{mode}: accuracy {acc:.3f} on redrawn digits"
+
+
+def test_naive_shrink_baseline_is_far_worse(mnist, default_model):
+    """The reason to_mnist exists: shrinking the whole canvas to 28x28 reads only a
+    fraction of the same redrawn digits (benchmarks/preprocess_eval.py)."""
+    sys.path.insert(0, str(__import__("conftest").ROOT / "benchmarks"))
+    from preprocess_eval import evaluate
+
+    _, (X_test, y_test) = mnist
+    result = evaluate(default_model, X_test, y_test, n=300)
+    assert result["naive_shrink_opaque"] < 0.6, result
+    assert result["to_mnist_opaque"] >= 0.96, result
+    assert result["to_mnist_opaque"] >= result["original"] - 0.03, result
