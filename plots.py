@@ -2,7 +2,9 @@
 
 Each function takes plain numbers (a history list, a confusion matrix, arrays)
 and returns a ``matplotlib.figure.Figure``; none of them shows, saves or calls
-Streamlit. They build figures with ``Figure()`` rather than ``pyplot``, so no
+Streamlit. The app draws each of these once per network and caches it; the
+pictures it redraws on every canvas stroke are built without matplotlib
+figures, in ``lab/render.py``. They build figures with ``Figure()`` rather than ``pyplot``, so no
 global state is shared between the app's concurrent sessions.
 """
 
@@ -10,8 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 __all__ = ["training_curves", "confusion_matrix_figure", "per_class_figure",
-           "probabilities_figure", "weights_figure", "saliency_figure", "digits_figure",
-           "image_figure"]
+           "weights_figure", "digits_figure"]
 
 TRAIN_COLOR, VAL_COLOR = "#1f77b4", "#ff7f0e"
 
@@ -89,29 +90,6 @@ def per_class_figure(per_class):
     return fig
 
 
-def probabilities_figure(probs):
-    """Bar chart of the ten class probabilities, the winner highlighted."""
-    probs = np.asarray(probs, dtype=float)
-    fig = Figure(figsize=(4.5, 2.6), layout="constrained")
-    ax = fig.subplots()
-    colors = ["#d62728" if i == probs.argmax() else "#9ecae1" for i in range(len(probs))]
-    ax.bar(range(len(probs)), 100 * probs, color=colors)
-    ax.set(xticks=range(len(probs)), ylim=(0, 100), xlabel="digit", ylabel="probability (%)")
-    return fig
-
-
-def image_figure(img28, title=None, size=2.6):
-    """One 28x28 image, enlarged, with visible pixels (what the network sees)."""
-    fig = Figure(figsize=(size, size), layout="constrained")
-    ax = fig.subplots()
-    ax.imshow(np.asarray(img28).reshape(28, 28), cmap="gray", vmin=0, vmax=1,
-              interpolation="nearest")
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title, fontsize=9)
-    return fig
-
-
 def weights_figure(W, n=64, cols=8):
     """The first ``n`` columns of the first layer's weights (784, hidden) as 28x28 images.
 
@@ -130,25 +108,6 @@ def weights_figure(W, n=64, cols=8):
             lim = float(np.abs(w).max()) or 1.0
             ax.imshow(w, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
             ax.set_title(f"unit {j}", fontsize=7)
-    return fig
-
-
-def saliency_figure(img28, grad, label):
-    """The input next to its saliency map: the gradient of the predicted class's
-    score with respect to each pixel (red: more ink here raises the score)."""
-    grad = np.asarray(grad).reshape(28, 28)
-    lim = float(np.abs(grad).max()) or 1.0
-    fig = Figure(figsize=(6.4, 3.0), layout="constrained")
-    ax_img, ax_sal = fig.subplots(1, 2)
-    ax_img.imshow(np.asarray(img28).reshape(28, 28), cmap="gray", vmin=0, vmax=1,
-                  interpolation="nearest")
-    ax_img.set_title("what the network sees", fontsize=9)
-    im = ax_sal.imshow(grad, cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
-    ax_sal.contour(np.asarray(img28).reshape(28, 28), levels=[0.5], colors="k", linewidths=0.6)
-    ax_sal.set_title(f"saliency for '{label}'", fontsize=9)
-    fig.colorbar(im, ax=ax_sal, shrink=0.8, label="d score / d pixel")
-    for ax in (ax_img, ax_sal):
-        ax.set_axis_off()
     return fig
 
 

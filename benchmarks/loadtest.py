@@ -29,7 +29,8 @@ each wait has a limit and ``--timeout`` (default 240 s) caps the whole run,
 after which the browser and the server (its whole process group) are shut down.
 
 Prints a table (latency p50 / p95 / max over all drawings, per-session
-results, training runs) and writes JSON to benchmarks/results/loadtest.json
+results, training runs, and the server's own time per Draw fragment rerun and
+per page run, from the app's DEBUG log) and writes JSON to benchmarks/results/loadtest.json
 (``--json`` to change). Exit status 0 when there were no errors, 1 otherwise.
 """
 
@@ -40,6 +41,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -100,8 +102,10 @@ class Server:
         self.log_path = Path(workdir) / "streamlit.log"
         weights = Path(workdir) / "weights"  # anything saved goes here, never into weights/
         weights.mkdir(exist_ok=True)
+        # DIGITLAB_LOG_LEVEL=DEBUG: the app logs how long each page run and each Draw
+        # fragment rerun took (server-side work, without the browser), see server_times().
         env = dict(os.environ, DIGITLAB_WEIGHTS=str(weights), PYTHONUNBUFFERED="1",
-                   STREAMLIT_BROWSER_GATHER_USAGE_STATS="false")
+                   STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", DIGITLAB_LOG_LEVEL="DEBUG")
         if mnist:
             env["MNIST_DATA"] = str(mnist)
         self._log = open(self.log_path, "wb")
@@ -416,6 +420,33 @@ def machine_cpu():
     return (sum(ticks) - idle) / hz, sum(ticks) / hz
 
 
+def server_times(server_log):
+    """Server-side milliseconds from the app's DEBUG log, wall clock and CPU (the
+    script thread's own work, without waiting for the GIL): every Draw fragment
+    rerun (what one canvas stroke costs the server) and every full page run."""
+    pattern = re.compile(r" digitlab DEBUG (draw|page run) ([\d.]+) ms, cpu ([\d.]+) ms(.*)$")
+    found = {"draw_fragment": ([], []), "page_run": ([], [])}
+    for line in server_log.splitlines():
+        m = pattern.search(line)
+        if not m:
+            continue
+        kind, wall, cpu, rest = m.groups()
+        if kind == "page run":
+            key = "page_run"
+        elif rest.strip() == "(fragment rerun)":
+            key = "draw_fragment"
+        else:
+            continue  # the Draw fragment inside a page run: counted in the page run
+        found[key][0].append(float(wall))
+        found[key][1].append(float(cpu))
+
+    def stats(values):
+        return {"n": len(values), "p50": percentile(values, 50), "p95": percentile(values, 95),
+                "max": max(values, default=None)}
+
+    return {key: {"wall": stats(wall), "cpu": stats(cpu)} for key, (wall, cpu) in found.items()}
+
+
 def summarise(run, args, wall, server_log, server_cpu, machine):
     lat = [s["latency_s"] for s in run.strokes if s["latency_s"] is not None]
     sessions = []
@@ -446,6 +477,7 @@ def summarise(run, args, wall, server_log, server_cpu, machine):
                         "max": max(run.load_times, default=None)},
         "latency_s": {"n": len(lat), "p50": percentile(lat, 50), "p95": percentile(lat, 95),
                       "max": max(lat, default=None), "min": min(lat, default=None)},
+        "server_ms": server_times(server_log),
         "sessions": sessions,
         "all_sessions_reached_a_prediction": all(s["predictions"] > 0 for s in sessions),
         "correct": sum(s["correct"] for s in sessions),
@@ -470,6 +502,15 @@ def print_report(r):
     print("| mouse-up -> Prediction | drawings | p50 | p95 | max |")
     print("|---|---:|---:|---:|---:|")
     print(f"| all sessions | {lat['n']} | {fmt(lat['p50'])} | {fmt(lat['p95'])} | {fmt(lat['max'])} |\n")
+    print("| server time (app log) | runs | wall p50 | wall p95 | CPU p50 | CPU p95 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for key, what in (("draw_fragment", "Draw fragment rerun (a stroke)"),
+                      ("page_run", "full page run")):
+        wall, cpu = r["server_ms"][key]["wall"], r["server_ms"][key]["cpu"]
+        if wall["n"]:
+            print(f"| {what} | {wall['n']} | {fmt(wall['p50'], 'ms')} | {fmt(wall['p95'], 'ms')} | "
+                  f"{fmt(cpu['p50'], 'ms')} | {fmt(cpu['p95'], 'ms')} |")
+    print()
     pl = r["page_load_s"]
     print(f"page load (open -> canvas ready, {c['ramp_s']:g} s between arrivals): "
           f"p50 {fmt(pl['p50'])}, max {fmt(pl['max'])} over {pl['n']} sessions\n")

@@ -31,4 +31,6 @@ def test_small_load_run(chromium_path, tmp_path):
     assert report["latency_s"]["n"] == 3
     assert all(s["predictions"] == 1 for s in report["sessions"])
     assert report["training"]["runs_finished"] >= 1
+    # Strokes rerun only the Draw fragment, whose server time the app logs.
+    assert report["server_ms"]["draw_fragment"]["cpu"]["n"] >= 3
     assert report["wall_s"] < 120
