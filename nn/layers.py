@@ -8,6 +8,8 @@ and a dense layer computes ``X @ W + b`` with ``W`` of shape
 
 import numpy as np
 
+from .blas import matmul
+
 __all__ = ["Parameter", "Dense", "Dropout", "init_weights"]
 
 DTYPE = np.float32
@@ -91,9 +93,11 @@ class Dense:
 
         In training the result is written into a buffer this layer owns (no
         allocation per step); it stays valid until the next training step with
-        the same batch size. Inference allocates a fresh result and touches no
-        shared buffer, so one network can serve several threads at once (the
-        app shares the default network between all its sessions).
+        the same batch size. Inference allocates a fresh result and writes into
+        no shared array, so one network can serve several threads at once (the
+        app shares the default network between all its sessions); it only
+        records its input in ``_x``, which just a backward pass reads, and
+        ``Network.input_gradient`` runs that on a private copy of the layers.
         """
         self._x = x
         if not training:
@@ -114,9 +118,10 @@ class Dense:
         """``dy`` (batch, out) -> ``dx`` (batch, in); fills ``weight.grad`` and ``bias.grad``.
 
         The three lines of a dense backward pass: dW = X^T dY, db = sum of dY
-        over the batch, dX = dY W^T.
+        over the batch, dX = dY W^T. (``matmul`` is ``np.matmul``, on more BLAS
+        threads during training when that pays off: see ``nn.blas``.)
         """
-        np.matmul(self._x.T, dy, out=self.weight.grad)
+        matmul(self._x.T, dy, out=self.weight.grad, weight_gradient=True)
         np.sum(dy, axis=0, out=self.bias.grad)
         if self.needs_input_grad:
             return dy @ self.W.T

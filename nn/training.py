@@ -16,10 +16,10 @@ end of the last finished epoch, so the model always matches its history.
 
 import math
 import time
-from contextlib import nullcontext
 
 import numpy as np
 
+from .blas import training_threads
 from .losses import SoftmaxCrossEntropy
 from .optim import Optimizer, _check, lr_at_epoch, make_optimizer, SCHEDULES
 
@@ -76,23 +76,6 @@ def split_validation(n, val_size, rng):
         raise ValueError(f"val_size must be a fraction in [0, 1) or a count below {n}, got {val_size!r}")
     perm = rng.permutation(n)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
-
-
-def _blas_threads(model, batch_size):
-    """BLAS threads for this workload: 1 for small matrices, else the default.
-
-    On a 2-core machine a second thread only pays off when each step has enough
-    work (measured: batch 32 was 1.3x faster on one thread; batch 512 and wide
-    layers faster on two). About 2e7 multiply-adds per forward pass is the
-    crossover.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: without it, BLAS keeps its default
-        return nullcontext()
-    if batch_size * model.n_parameters < 2e7:
-        return threadpool_limits(limits=1, user_api="blas")
-    return nullcontext()
 
 
 def _check_data(X, y, n_inputs, n_classes, what):
@@ -183,7 +166,7 @@ def fit(model, X, y, *, optimizer="adam", lr=1e-3, momentum=0.9, nesterov=False,
                            "n_val": len(X_val)})
 
     stop = False
-    with _blas_threads(model, batch_size):
+    with training_threads(batch_size * model.n_parameters):  # see nn.blas
         for epoch in range(epochs):
             epoch_start = time.perf_counter()
             opt.lr = lr_at_epoch(schedule, base_lr, epoch, epochs)
