@@ -550,6 +550,10 @@ def test_simultaneous_saves_of_one_name(default_model, tmp_path):
     for t in threads:
         t.join()
     assert sorted(results) == [False, False, False, True]
+    # One complete file that loads, and no temporary leftovers.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["same.npz"]
+    np.testing.assert_array_equal(nn.load(tmp_path / "same.npz").dense_layers[0].W,
+                                  default_model.dense_layers[0].W)
 
 
 def test_listing(tmp_path, monkeypatch):
