@@ -76,12 +76,9 @@ def load_network(path, mtime_ns, size):
 
 @st.cache_resource(show_spinner="Loading MNIST…")
 def load_mnist_cached(folder):
-    """MNIST from ``folder``, shared by every session; the arrays are read-only,
-    so a training job can slice them without copying."""
-    data = nn.data.load_mnist(folder, download=False)
-    for array in (*data[0], *data[1]):
-        array.flags.writeable = False
-    return data
+    """MNIST from ``folder``, shared by every session; ``nn.data`` returns the
+    arrays read-only, so a training job can slice them without copying."""
+    return nn.data.load_mnist(folder, download=False)
 
 
 def mnist_or_none():
@@ -120,7 +117,7 @@ def transient_png(kind, key, _build):
 @st.cache_data(max_entries=16, show_spinner=False)
 def cached_evaluation(key, _model, _X_test, _y_test):
     """Test metrics for a network file saved without them, computed once."""
-    return inference.evaluate(_model, _X_test, _y_test)
+    return _model.evaluate(_X_test, _y_test)
 
 
 # -- glue ----------------------------------------------------------------------------------

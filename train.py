@@ -17,8 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 import nn
 from nn.data import DataError
 from nn.optim import OPTIMIZERS, SCHEDULES
@@ -126,13 +124,6 @@ def format_report(metrics):
     return "\n".join(lines)
 
 
-def evaluate(model, X_test, y_test):
-    """Test metrics as stored in the model file (see nn.metrics.classification_report)."""
-    report = nn.metrics.classification_report(y_test, model.predict(X_test))
-    report["loss"], _ = model.loss_and_accuracy(X_test, y_test)
-    return report
-
-
 def write_outputs(model, out):
     """The model, a JSON copy of its history and metrics, and PNG plots, all beside each other."""
     import plots
@@ -202,7 +193,7 @@ def main(argv=None):
         return 130
     wall = time.perf_counter() - start
     model.hyperparams["limit"] = args.limit
-    model.metrics = evaluate(model, X_test, y_test)
+    model.metrics = model.evaluate(X_test, y_test)
     print()
     print(format_report(model.metrics))
     written = write_outputs(model, Path(args.out))

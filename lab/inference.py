@@ -8,9 +8,7 @@ without a lock.
 
 import numpy as np
 
-import nn.metrics
-
-__all__ = ["predict", "saliency", "evaluate", "misclassified"]
+__all__ = ["predict", "saliency", "misclassified"]
 
 
 def predict(model, img28):
@@ -25,17 +23,6 @@ def saliency(model, img28, cls):
     would lower it (the Inside tab colours it red and blue).
     """
     return model.input_gradient(np.asarray(img28).ravel(), int(cls)).reshape(28, 28)
-
-
-def evaluate(model, X_test, y_test):
-    """Test metrics in the shape stored in model files (as ``train.py`` writes them).
-
-    ``X_test`` (n, 784) float32, ``y_test`` (n,) ints. Returns the
-    ``nn.metrics.classification_report`` dict plus ``"loss"``.
-    """
-    report = nn.metrics.classification_report(y_test, model.predict(X_test))
-    report["loss"], _ = model.loss_and_accuracy(X_test, y_test)
-    return report
 
 
 def misclassified(model, X_test, y_test, n=24):

@@ -22,7 +22,6 @@ import uuid
 
 import nn
 
-from .inference import evaluate
 from .settings import VAL_FRACTION
 
 __all__ = ["TrainingSlots", "TrainingJob", "finished_message", "MAX_CONCURRENT_TRAININGS",
@@ -180,7 +179,7 @@ class TrainingJob:
                 self.outcome = "stopped"
             else:
                 model.hyperparams["limit"] = n
-                model.metrics = evaluate(model, X_test, y_test)
+                model.metrics = model.evaluate(X_test, y_test)
                 self.model = model
                 self.outcome = "chance" if self.accuracy < CHANCE_ACCURACY else "done"
         except nn.TrainingDiverged as e:

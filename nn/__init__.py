@@ -5,7 +5,7 @@ scratch in NumPy, small enough to read end to end.
     (X_train, y_train), (X_test, y_test) = nn.data.load_mnist()
     model = nn.Network(hidden=(128, 64), activation="relu", seed=0)
     history = nn.fit(model, X_train, y_train, optimizer="adam", lr=1e-3, epochs=5)
-    model.metrics = nn.metrics.classification_report(y_test, model.predict(X_test))
+    model.metrics = model.evaluate(X_test, y_test)   # stored in the file by save()
     model.save("weights/mine.npz")
     model = nn.load("weights/mine.npz")
 

@@ -8,11 +8,15 @@ app's dashboards.  Training lives in ``nn.training.fit``; reading and writing
 files in ``nn.serialize``.
 """
 
+import copy
+
 import numpy as np
 
 from .activations import ACTIVATIONS, get_activation
-from .layers import DTYPE, Dense, Dropout
-from .losses import softmax
+from .layers import Dense, Dropout
+from .losses import log_softmax, softmax
+from . import serialize
+from .metrics import classification_report
 
 __all__ = ["Network", "MAX_HIDDEN_LAYERS", "MAX_WIDTH"]
 
@@ -198,8 +202,6 @@ class Network:
         # parameter gradients, and this network may be shared (the app's default
         # network serves every session) or in the middle of training. The copy
         # costs about as much as one forward pass.
-        import copy
-
         layers = copy.deepcopy(self.layers)
         first = next(layer for layer in layers if isinstance(layer, Dense))
         first.needs_input_grad = True
@@ -215,33 +217,43 @@ class Network:
             grad = layer.backward(grad)
         return grad[0].copy()
 
-    def loss_and_accuracy(self, X, y, batch_size=8192):
-        """Mean cross-entropy and accuracy on ``X`` (n, 784), ``y`` (n,), in batches."""
-        from .losses import log_softmax
-
+    def _loss_and_predictions(self, X, y, batch_size):
+        """Mean cross-entropy and the predicted labels (n,), from one pass in batches."""
         X = self._as_batch(X)
         y = np.asarray(y)
-        total_loss, correct = 0.0, 0
+        total_loss = 0.0
+        predicted = np.empty(X.shape[0], dtype=np.int64)
         for start in range(0, X.shape[0], batch_size):
             logits = self.forward(X[start:start + batch_size])
             yb = y[start:start + batch_size]
             logp = log_softmax(logits.astype(np.float64))
             total_loss -= float(logp[np.arange(len(yb)), yb].sum())
-            correct += int((logits.argmax(axis=1) == yb).sum())
-        n = max(len(y), 1)
-        return total_loss / n, correct / n
+            predicted[start:start + len(yb)] = logits.argmax(axis=1)
+        return total_loss / max(len(y), 1), predicted
+
+    def loss_and_accuracy(self, X, y, batch_size=8192):
+        """Mean cross-entropy and accuracy on ``X`` (n, 784), ``y`` (n,), in batches."""
+        loss, predicted = self._loss_and_predictions(X, y, batch_size)
+        return loss, float(np.count_nonzero(predicted == np.asarray(y))) / max(len(y), 1)
+
+    def evaluate(self, X, y, batch_size=8192):
+        """The test report kept in ``model.metrics`` and model files, from one pass.
+
+        ``X`` (n, 784), ``y`` (n,) ints -> ``nn.metrics.classification_report``
+        (accuracy, confusion matrix, per-class and averaged scores) plus ``"loss"``.
+        """
+        loss, predicted = self._loss_and_predictions(X, y, batch_size)
+        report = classification_report(y, predicted, self.config["n_classes"])
+        report["loss"] = loss
+        return report
 
     # -- files -----------------------------------------------------------------------
     def save(self, path):
         """Write this model to ``path`` (.npz) atomically. See ``nn.serialize``."""
-        from .serialize import save
-
-        save(self, path)
+        serialize.save(self, path)
 
     def copy(self):
         """An independent copy (weights, config, history, metrics)."""
-        import copy
-
         return copy.deepcopy(self)
 
     def __repr__(self):

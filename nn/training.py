@@ -21,7 +21,7 @@ import numpy as np
 
 from .blas import training_threads
 from .losses import SoftmaxCrossEntropy
-from .optim import Optimizer, _check, lr_at_epoch, make_optimizer, SCHEDULES
+from .optim import Optimizer, lr_at_epoch, make_optimizer, SCHEDULES
 
 __all__ = ["fit", "Callback", "TrainingDiverged", "split_validation", "MAX_EPOCHS",
            "MAX_BATCH_SIZE"]

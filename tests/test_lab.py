@@ -138,7 +138,7 @@ def test_inference_needs_no_lock(default_model, mnist):
 def test_evaluate_and_misclassified(default_model, mnist):
     _, (X_test, y_test) = mnist
     X, y = X_test[:2000], y_test[:2000]
-    report = inference.evaluate(default_model, X, y)
+    report = default_model.evaluate(X, y)
     assert {"accuracy", "loss", "confusion_matrix", "per_class", "macro", "weighted", "n"} <= set(report)
     assert report["n"] == 2000 and report["accuracy"] > 0.95
     idx, pred, conf = inference.misclassified(default_model, X, y, n=10)
