@@ -93,6 +93,7 @@ def test_activation_gradients(name):
 
     loss()
     dX = act.backward(G.copy())
+    assert np.abs(dX).max() > 0
     assert rel_error(dX, numeric_grad(loss, X)) < TOL
 
 
@@ -190,7 +191,9 @@ def make_network(activation, dropout, batch, seed=0):
                        n_inputs=6, n_classes=4).astype(np.float64)
     for layer in model.dense_layers:
         layer.bias.value[...] = rng.normal(0, 0.3, layer.bias.value.shape)
-    for layer, width in zip([l for l in model.layers if isinstance(l, Dropout)], (7, 5)):
+    dropouts = [l for l in model.layers if isinstance(l, Dropout)]
+    assert len(dropouts) == (2 if dropout else 0)
+    for layer, width in zip(dropouts, (7, 5)):
         layer.mask = (rng.random((batch, width)) >= dropout) / (1 - dropout)
         layer.fixed_mask = True
     return model
@@ -246,7 +249,7 @@ def test_input_gradient_is_the_class_logit_gradient(activation):
             return float(model.forward(x[None, :])[0, cls])
 
         saliency = model.input_gradient(x, cls)
-        assert saliency.shape == (6,)
+        assert saliency.shape == (6,) and np.abs(saliency).max() > 0
         assert rel_error(saliency, numeric_grad(logit, x)) < TOL
     assert all((p.grad == 7.0).all() for p in model.parameters())
     assert model.dense_layers[0].needs_input_grad is False

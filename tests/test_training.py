@@ -1,7 +1,6 @@
 """nn.fit: learning, history, reproducibility, callbacks, divergence and input
 validation on small synthetic problems; then two real MNIST runs."""
 
-import time
 
 import numpy as np
 import pytest
@@ -27,7 +26,9 @@ def small_model(seed=0, dropout=0.0, activation="relu"):
 
 
 def weights_equal(a, b):
-    return all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
+    wa, wb = a.get_weights(), b.get_weights()
+    assert wa and len(wa) == len(wb)
+    return all(np.array_equal(x, y) for x, y in zip(wa, wb, strict=True))
 
 
 class StopAt(nn.Callback):
@@ -273,10 +274,9 @@ def test_invalid_arguments_raise_and_change_nothing(pattern, kwargs):
 def test_mnist_5000_images_reach_92_percent(mnist):
     (X_train, y_train), (X_test, y_test) = mnist
     model = nn.Network(hidden=(128, 64), activation="relu", seed=0)
-    start = time.perf_counter()
+    # ~94% in ~1.5 s; speed is measured by benchmarks/bench.py, not asserted here.
     nn.fit(model, X_train[:5000], y_train[:5000], optimizer="adam", lr=2e-3, epochs=10,
-           batch_size=64, val_size=500, schedule="cosine", seed=0)  # ~94%, ~1.5 s
-    assert time.perf_counter() - start < 8
+           batch_size=64, val_size=500, schedule="cosine", seed=0)
     accuracy = nn.metrics.accuracy(y_test, model.predict(X_test))
     assert accuracy >= 0.92, accuracy
     assert model.history[-1]["val_acc"] >= 0.9
