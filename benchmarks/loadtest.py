@@ -43,31 +43,26 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from streamlit_server import (  # noqa: E402  (the server handling shared with tests/test_browser.py)
+    CANVAS, CHROMIUM_ARGS, EXCEPTION, RESET_CANVAS, RUNNING, SERVER_START_TIMEOUT, Server)
+
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "loadtest.json"
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic",
-                 "--disable-renderer-backgrounding", "--disable-background-timer-throttling",
-                 "--disable-backgrounding-occluded-windows"]
+# Many pages in one browser: keep the ones in the background running at full speed.
+LOADTEST_CHROMIUM_ARGS = [*CHROMIUM_ARGS, "--disable-renderer-backgrounding",
+                          "--disable-background-timer-throttling",
+                          "--disable-backgrounding-occluded-windows"]
 VIEWPORT = {"width": 1100, "height": 900}
 
-CANVAS = ".st-key-canvas canvas.upper-canvas"
 PREDICTION = '[data-testid="stMetric"]:has-text("Prediction")'
-EXCEPTION = '[data-testid="stException"]'
 ERROR_BOX = '[data-testid="stAlertContentError"]'
-RUNNING = '[data-testid="stStatusWidgetRunningIcon"]'
-RESET = "Reset canvas & history"  # aria-label of the canvas toolbar's bin button
 
 # One stroke each (canvas fractions, x across, y down), big and central like a person's.
 DIGITS = {"1": [(0.52, 0.15), (0.50, 0.85)],
@@ -76,87 +71,6 @@ DIGITS = {"1": [(0.52, 0.15), (0.50, 0.85)],
 
 class HardTimeout(Exception):
     pass
-
-
-# ------------------------------------------------------------------ server
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def healthy(url):
-    try:
-        with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-            return r.status == 200 and r.read().strip() == b"ok"
-    except OSError:
-        return False
-
-
-class Server:
-    """``streamlit run app.py`` in its own process group, logging to a file."""
-
-    def __init__(self, app, port, workdir, mnist):
-        self.url = f"http://127.0.0.1:{port}"
-        self.log_path = Path(workdir) / "streamlit.log"
-        weights = Path(workdir) / "weights"  # anything saved goes here, never into weights/
-        weights.mkdir(exist_ok=True)
-        # DIGITLAB_LOG_LEVEL=DEBUG: the app logs how long each page run and each Draw
-        # fragment rerun took (server-side work, without the browser), see server_times().
-        env = dict(os.environ, DIGITLAB_WEIGHTS=str(weights), PYTHONUNBUFFERED="1",
-                   STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", DIGITLAB_LOG_LEVEL="DEBUG")
-        if mnist:
-            env["MNIST_DATA"] = str(mnist)
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
-             "--server.port", str(port), "--server.address", "127.0.0.1",
-             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-             "--server.runOnSave", "false"],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def wait_healthy(self, timeout):
-        deadline = time.monotonic() + timeout
-        while not healthy(self.url):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"streamlit not healthy after {timeout:.0f} s:\n{self.log_tail()}")
-            time.sleep(0.25)
-
-    def log(self):
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, n=40):
-        return "\n".join(self.log().splitlines()[-n:])
-
-    def cpu_seconds(self):
-        """CPU time the server has used so far (Linux /proc; None elsewhere)."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            return None
-
-    def stop(self):
-        self.cpu_s = self.cpu_seconds()
-        if self.proc.poll() is None:
-            for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-                try:
-                    os.killpg(self.proc.pid, sig)
-                except ProcessLookupError:
-                    break
-                try:
-                    self.proc.wait(timeout=wait)
-                    break
-                except subprocess.TimeoutExpired:
-                    continue
-        self._log.close()
 
 
 # ------------------------------------------------------------------ sessions
@@ -201,6 +115,21 @@ async def check_page(run, page, who, where, allow_error_box=False):
     except Exception as e:  # page closed or crashed
         run.error(who, f"page unreadable {where} ({type(e).__name__}: {e})")
         return False
+
+
+async def await_or_error(run, page, who, where, message, *steps):
+    """Await ``steps`` (each a function returning an awaitable) one after another. On a
+    failure other than the hard timeout: check the page, record ``message``, return False."""
+    try:
+        for step in steps:
+            await step()
+    except HardTimeout:
+        raise
+    except Exception:
+        await check_page(run, page, who, where)
+        run.error(who, message)
+        return False
+    return True
 
 
 async def wait_idle(run, page, cap=30.0, quiet=0.5):
@@ -266,7 +195,7 @@ async def drawer(run, browser, index):
         digit = "17"[(index + k) % 2]
         if await prediction.count():  # clear the previous drawing first
             run.phase[who] = f"clearing the canvas before drawing {k + 1}"
-            await page.get_by_role("button", name=RESET).click(timeout=run.left(30) * 1000)
+            await page.get_by_role("button", name=RESET_CANVAS).click(timeout=run.left(30) * 1000)
             await prediction.first.wait_for(state="detached", timeout=run.left(60) * 1000)
             await wait_idle(run, page, cap=20)
         run.phase[who] = f"drawing {k + 1}"
@@ -274,13 +203,10 @@ async def drawer(run, browser, index):
                   "prediction": None}
         run.strokes.append(record)
         released = await draw(page, DIGITS[digit])
-        try:
-            await prediction.first.wait_for(state="visible", timeout=run.left(60) * 1000)
-        except HardTimeout:
-            raise
-        except Exception:
-            await check_page(run, page, who, f"waiting for the prediction of drawing {k + 1}")
-            run.error(who, f"no Prediction within 60 s after drawing {k + 1} (a {digit})")
+        if not await await_or_error(
+                run, page, who, f"waiting for the prediction of drawing {k + 1}",
+                f"no Prediction within 60 s after drawing {k + 1} (a {digit})",
+                lambda: prediction.first.wait_for(state="visible", timeout=run.left(60) * 1000)):
             continue
         record["latency_s"] = round(time.monotonic() - released, 4)
         value = prediction.first.locator('[data-testid="stMetricValue"]')
@@ -346,14 +272,11 @@ async def trainer(run, browser, index):
             record["outcome"] = "busy"
             await asyncio.sleep(1.0)
             continue
-        try:
-            await stop.first.wait_for(state="detached", timeout=run.left(120) * 1000)
-            await finished.first.wait_for(timeout=run.left(60) * 1000)
-        except HardTimeout:
-            raise
-        except Exception:
-            await check_page(run, page, who, f"during training run {n}")
-            run.error(who, f"training run {n} did not finish within the time limits")
+        if not await await_or_error(
+                run, page, who, f"during training run {n}",
+                f"training run {n} did not finish within the time limits",
+                lambda: stop.first.wait_for(state="detached", timeout=run.left(120) * 1000),
+                lambda: finished.first.wait_for(timeout=run.left(60) * 1000)):
             break
         record["seconds"] = round(time.monotonic() - start, 3)
         record["outcome"] = "finished"
@@ -380,7 +303,7 @@ async def drive(run, chromium):
 
     async with async_playwright() as p:
         browser = await p.chromium.launch(executable_path=chromium, headless=True,
-                                          args=CHROMIUM_ARGS)
+                                          args=LOADTEST_CHROMIUM_ARGS)
         try:
             drawers = [guarded(run, f"drawer {i + 1}", drawer(run, browser, i))
                        for i in range(run.args.sessions)]
@@ -579,26 +502,26 @@ def main(argv=None):
     deadline = start + args.timeout
     before = machine_cpu()
     with tempfile.TemporaryDirectory(prefix="digitlab-loadtest-") as work:
-        server = Server(args.app, free_port(), work, args.mnist)
-        log = ""
+        server = Server(args.app, work, args.mnist).start()
+        run = Run(args, server.url, deadline)
         try:
-            server.wait_healthy(min(90, args.timeout))
-            run = Run(args, server.url, deadline)
             try:
-                # The hard cap, with a little room for the final checks and browser shutdown.
-                asyncio.run(asyncio.wait_for(drive(run, chromium), args.timeout + 30))
-            except asyncio.TimeoutError:
-                run.errors.append("run: killed by the hard --timeout")
-        except RuntimeError as e:
-            run = Run(args, server.url, deadline)
-            run.errors.append(f"server: {e}")
+                server.wait_healthy(min(SERVER_START_TIMEOUT, args.timeout))
+            except RuntimeError as e:
+                run.errors.append(f"server: {e}")
+            else:
+                try:
+                    # The hard cap, with a little room for the final checks and browser shutdown.
+                    asyncio.run(asyncio.wait_for(drive(run, chromium), args.timeout + 30))
+                except asyncio.TimeoutError:
+                    run.errors.append("run: killed by the hard --timeout")
         finally:
             log = server.log()
-            server.stop()
+            server_cpu = server.stop()
         after = machine_cpu()
         machine = (None if before is None or after is None
                    else (after[0] - before[0], after[1] - before[1]))
-        report = summarise(run, args, time.monotonic() - start, log, server.cpu_s, machine)
+        report = summarise(run, args, time.monotonic() - start, log, server_cpu, machine)
         if report["errors"]:
             report["server_log_tail"] = log.splitlines()[-60:]
     print_report(report)

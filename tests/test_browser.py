@@ -19,18 +19,14 @@ one skips, under ``CI=true`` it fails (see conftest.require).
 import math
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, require
+from streamlit_server import (CANVAS, CHROMIUM_ARGS, EXCEPTION, RESET_CANVAS, RUNNING,
+                              SERVER_START_TIMEOUT, Server)
 
 pytestmark = pytest.mark.browser
 
@@ -38,26 +34,17 @@ APP = ROOT / "app.py"
 LAB = ROOT / "lab"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 VIEWPORT = {"width": 1400, "height": 1000}
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-quic",
-]
 # Generous bounds: on a loaded 2-core CI box the first (cold) script run alone
 # can take half a minute; on an idle one the whole module takes about 65 s.
-SERVER_START_TIMEOUT = 60  # s, until /_stcore/health answers "ok"
+# (SERVER_START_TIMEOUT, until /_stcore/health answers "ok": streamlit_server.py.)
 FIRST_RUN_TIMEOUT = 90     # s, for the first page load's script run (cold caches)
 PREDICTION_TIMEOUT = 30    # s, from mouse-up to the Prediction metric
 TRAIN_TIMEOUT = 90         # s, from clicking Train to "Training finished" (2000 images, 3 epochs)
 
-EXCEPTION = '[data-testid="stException"]'
-RUNNING = '[data-testid="stStatusWidgetRunningIcon"], [data-testid="stStatusWidget"] [aria-label="Running..."]'
-CANVAS = ".st-key-canvas canvas.upper-canvas"
 # Hidden in screenshots only: the developer toolbar ("Deploy", menu). Not
 # hidden with --client.toolbarMode=minimal, which would also hide the
 # "Running..." status icon that wait_idle() relies on.
 SCREENSHOT_CSS = '[data-testid="stToolbar"], [data-testid="stAppDeployButton"] { visibility: hidden !important; }'
-RESET_CANVAS = "Reset canvas & history"  # aria-label of the toolbar's bin button
 
 RETRAIN_WIDGETS = ("Hidden layers", "Width of layer 1", "Activation", "Optimizer", "Learning rate",
                    "Momentum", "Batch size", "Epochs", "L2 weight decay", "Dropout",
@@ -77,75 +64,18 @@ STROKES = {
 
 # --------------------------------------------------------------- fixtures
 
-def _free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, url, proc, log_path):
-        self.url, self.proc, self.log_path = url, proc, log_path
-
-    def log(self):
-        try:
-            return Path(self.log_path).read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def log_tail(self, n=60):
-        return "\n".join(self.log().splitlines()[-n:])
-
-
-def _health_ok(url):
-    try:
-        with urllib.request.urlopen(url + "/_stcore/health", timeout=2) as r:
-            return r.status == 200 and r.read().decode().strip() == "ok"
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def app_server(chromium_path, mnist_dir, tmp_path_factory):
     require(APP.exists(), f"{APP} not found")
-    tmp = tmp_path_factory.mktemp("browser_app")
-    port = _free_port()
-    # DIGITLAB_LOG_LEVEL=DEBUG: the app logs every page run and every Draw fragment
-    # run with its duration (test_strokes_rerun_only_the_draw_fragment reads them).
-    env = dict(os.environ, MNIST_DATA=str(mnist_dir), DIGITLAB_WEIGHTS=str(tmp / "weights"),
-               STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", PYTHONUNBUFFERED="1",
-               DIGITLAB_LOG_LEVEL="DEBUG")
-    log_path = tmp / "streamlit.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(APP),
-         "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none", "--server.runOnSave", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True)
-    server = Server(f"http://127.0.0.1:{port}", proc, log_path)
+    server = Server(APP, tmp_path_factory.mktemp("browser_app"), mnist=mnist_dir).start()
     try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while not _health_ok(server.url):
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}:\n{server.log_tail()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit not healthy after {SERVER_START_TIMEOUT}s:\n{server.log_tail()}")
-            time.sleep(0.25)
+        try:
+            server.wait_healthy(SERVER_START_TIMEOUT)
+        except RuntimeError as e:
+            pytest.fail(str(e))
         yield server
     finally:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(timeout=10)
-        log.close()
+        server.stop()
 
 
 @pytest.fixture(scope="module")
