@@ -2,8 +2,6 @@
 against PyTorch's documented algorithms on random arrays, weight decay,
 hyperparameter validation and the flushing of subnormal optimizer state."""
 
-import math
-
 import numpy as np
 import pytest
 
