@@ -8,10 +8,10 @@ network in the browser) and Inside the network (weights and saliency).
 
 How the page is built
 - This file only places things: ``main()`` lays the page out from small
-  ``*_ui`` functions. What they show is computed in the ``lab`` package
+  ``*_ui`` functions. What they show is computed in the ``app_logic`` package
   (no Streamlit there), which tests call without a browser.
-- Data flows one way: canvas -> ``lab.inputs`` (``nn.preprocess``) -> network
-  (``lab.inference``) -> display (``lab.render``); training (``lab.jobs``)
+- Data flows one way: canvas -> ``app_logic.inputs`` (``nn.preprocess``) -> network
+  (``app_logic.inference``) -> display (``app_logic.render``); training (``app_logic.jobs``)
   -> history -> curves.
 - Fast strokes: the Draw tab is an ``st.fragment``, so a canvas stroke reruns
   only the canvas and the prediction (a few ms of server work; its pictures
@@ -24,7 +24,7 @@ How the page is built
   never modified. Inference changes no state in a network, so no lock is needed.
 - Per-session state: a retrained network (and the one it replaced, as
   "previous network") lives in ``st.session_state``, for that session only.
-- Training runs in a daemon thread (``lab.jobs.TrainingJob``); the Retrain
+- Training runs in a daemon thread (``app_logic.jobs.TrainingJob``); the Retrain
   fragment polls it twice a second, which also tells the job that someone is
   still watching.
 - Environment: ``MNIST_DATA`` (the MNIST folder), ``DIGITLAB_WEIGHTS`` (where
@@ -43,7 +43,7 @@ import streamlit as st
 import nn
 import nn.data
 import plots
-from lab import inference, inputs, jobs, library, render, session, settings as rs, tables
+from app_logic import inference, inputs, jobs, library, render, session, settings as rs, tables
 
 log = logging.getLogger("digitlab")
 if os.environ.get("DIGITLAB_LOG_LEVEL") and not log.handlers:  # once per server
@@ -382,7 +382,7 @@ def mnist_howto_ui(problem):
 
 
 def settings_ui(disabled):
-    """The Retrain widgets; returns the chosen settings (see ``lab.settings``)."""
+    """The Retrain widgets; returns the chosen settings (see ``app_logic.settings``)."""
     d = rs.DEFAULTS
     c1, c2, c3 = st.columns(3)
     with c1:

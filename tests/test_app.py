@@ -601,9 +601,9 @@ def test_a_name_saved_before_this_session_cannot_be_replaced(at, with_mnist, wei
 
 
 def test_a_full_weights_folder_refuses_to_save(at, with_mnist, weights, monkeypatch):
-    import lab.library
+    import app_logic.library
 
-    monkeypatch.setattr(lab.library, "MAX_FILES", 3)
+    monkeypatch.setattr(app_logic.library, "MAX_FILES", 3)
     weights.mkdir()
     for i in range(3):
         (weights / f"n{i}.npz").write_bytes(b"x" * 1000)
@@ -643,9 +643,9 @@ def test_stop_before_the_first_epoch_keeps_the_previous_network(at, with_mnist, 
 def test_a_closed_tab_stops_its_training(apps, with_mnist, monkeypatch):
     """Without the Retrain fragment's polls (the tab was closed) a run stops by
     itself after the heartbeat timeout, and frees its server-wide slot."""
-    import lab.jobs
+    import app_logic.jobs
 
-    monkeypatch.setattr(lab.jobs, "HEARTBEAT_TIMEOUT", 3.0)  # polls can be ~1 s apart under load
+    monkeypatch.setattr(app_logic.jobs, "HEARTBEAT_TIMEOUT", 3.0)  # polls can be ~1 s apart under load
     at, later = apps(), apps()
     at.run()
     set_widgets(at, {**HUGE, "rt_images": 60_000, "rt_batch": 16})
@@ -662,7 +662,7 @@ def test_a_closed_tab_stops_its_training(apps, with_mnist, monkeypatch):
     assert any(t.startswith("Training stopped before the first epoch finished")
                for t in texts(tab(at, "Retrain").info))
     # Its slot is free again: two new trainings may start.
-    monkeypatch.setattr(lab.jobs, "HEARTBEAT_TIMEOUT", 30)
+    monkeypatch.setattr(app_logic.jobs, "HEARTBEAT_TIMEOUT", 30)
     later.run()
     set_widgets(later, {**HUGE, "rt_images": 60_000, "rt_batch": 16})
     for session in (later, at):

@@ -31,7 +31,7 @@ from streamlit_server import (CANVAS, CHROMIUM_ARGS, EXCEPTION, RESET_CANVAS, RU
 pytestmark = pytest.mark.browser
 
 APP = ROOT / "app.py"
-LAB = ROOT / "lab"
+LAB = ROOT / "app_logic"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 VIEWPORT = {"width": 1400, "height": 1000}
 # Generous bounds: on a loaded 2-core CI box the first (cold) script run alone

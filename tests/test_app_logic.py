@@ -18,7 +18,7 @@ from PIL import Image
 import nn
 from canvas_sim import draw_digit, render_on_canvas
 from conftest import DEFAULT_MODEL
-from lab import inference, inputs, jobs, library, render, session, settings, tables
+from app_logic import inference, inputs, jobs, library, render, session, settings, tables
 
 HINT = "Upload a PNG or JPEG photo of one digit."
 
@@ -572,7 +572,7 @@ def test_listing(tmp_path, monkeypatch):
 # ----------------------------------------------------------------- session
 
 class Files:
-    """A ``load_file`` for lab.session: known paths give a network, others fail."""
+    """A ``load_file`` for app_logic.session: known paths give a network, others fail."""
 
     def __init__(self, models):
         self.models = models

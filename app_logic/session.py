@@ -8,7 +8,7 @@ plain dict in tests) with these keys, all optional:
   replaced, still selectable as "previous network" until the next one
 - ``"active_choice"``: the sidebar's selection; ``"last_good_choice"``: the last
   one that loaded
-- ``"job"``: the ``lab.jobs.TrainingJob`` under way; ``"train_message"``:
+- ``"job"``: the ``app_logic.jobs.TrainingJob`` under way; ``"train_message"``:
   ``(kind, text)`` about the last one
 
 Networks from files are shared by every session and never modified; a

@@ -81,7 +81,7 @@ class _JobCallback(nn.Callback):
 class TrainingJob:
     """One training run in a daemon thread.
 
-    ``settings``: a dict checked by ``lab.settings.settings_problem``.
+    ``settings``: a dict checked by ``app_logic.settings.settings_problem``.
     ``mnist``: ``((X_train, y_train), (X_test, y_test))``, images (n, 784)
     float32, labels (n,) ints. The arrays are only read: the job slices the
     first ``n_images`` rows (a view, no copy; ``nn.fit`` copies its training
