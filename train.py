@@ -1,16 +1,21 @@
 """Train a Digit Lab network on MNIST and write it to weights/.
 
-    python train.py                      # reproduces weights/default.npz
-    python train.py --hidden 128 64 --optimizer momentum --lr 0.05 --epochs 10 --out weights/sgd.npz
-    python train.py --limit 5000 --epochs 3 --out /tmp/quick.npz
+    python train.py                                  # reproduces weights/default.npz (a CNN)
+    python train.py --preset mlp --out weights/mlp.npz          # reproduces weights/mlp.npz
+    python train.py --conv 8 16 --kernel 5 --hidden 64 --epochs 3 --out weights/small.npz
+    python train.py --preset plain --hidden 128 64 --n-images 5000 --epochs 3 --out /tmp/quick.npz
 
-Prints a progress bar per epoch, a line per epoch, and the test report at the
-end; writes the model (.npz), a JSON copy of its history and evaluation, and
-PNG plots (curves, confusion matrix) beside it. A bad argument prints one
-line and exits with status 2, writing nothing.
+Every option is a setting of ``nn.Recipe`` (its help text comes from there);
+``--preset`` picks the recipe they start from (``default``: the shipped CNN;
+``mlp``: the shipped MLP; ``quick``: the app's Retrain tab; ``plain``:
+``nn.Recipe()``, no augmentation). Prints a progress bar per epoch, a line per
+epoch and the test report; writes the model (.npz), a JSON copy of its
+history and evaluation, and PNG plots (curves, confusion matrix) beside it.
+A bad argument prints one line and exits with status 2, writing nothing.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -19,11 +24,9 @@ from pathlib import Path
 
 import nn
 from nn.data import DataError
-from nn.optim import OPTIMIZERS, SCHEDULES
+from nn.recipe import PRESETS, SETTINGS
 
-DEFAULTS = dict(hidden=[256, 128], activation="relu", optimizer="adam", lr=1e-3, momentum=0.9,
-                batch_size=128, epochs=15, l2=0.0, dropout=0.1, schedule="cosine",
-                val_size=5000, seed=0)
+PRESET_NAMES = {**PRESETS, "plain": nn.Recipe()}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,42 +39,56 @@ def _val_size(text):
     return value if value < 1 else int(value)
 
 
+def _option_type(name, default):
+    if name == "val_size":
+        return dict(type=_val_size)
+    if isinstance(default, bool):
+        return dict(action=argparse.BooleanOptionalAction)
+    if isinstance(default, tuple):
+        return dict(type=int, nargs="*", metavar="N")
+    if isinstance(default, str):
+        return dict(choices=SETTINGS[name].choices)
+    return dict(type=type(default))
+
+
 def parse_args(argv=None):
-    p = _Parser(description="Train a neural network on MNIST (NumPy only).",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d = DEFAULTS
-    p.add_argument("--hidden", type=int, nargs="*", default=d["hidden"], metavar="WIDTH",
-                   help="widths of the hidden layers (none: logistic regression)")
-    p.add_argument("--activation", default=d["activation"], choices=sorted(nn.ACTIVATIONS))
-    p.add_argument("--optimizer", default=d["optimizer"], choices=OPTIMIZERS)
-    p.add_argument("--lr", type=float, default=d["lr"], help="learning rate")
-    p.add_argument("--momentum", type=float, default=d["momentum"], help="for --optimizer momentum")
-    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum")
-    p.add_argument("--l2", type=float, default=d["l2"], help="L2 weight decay")
-    p.add_argument("--dropout", type=float, default=d["dropout"], help="dropout after each hidden layer")
-    p.add_argument("--schedule", default=d["schedule"], choices=SCHEDULES, help="learning-rate schedule")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"])
-    p.add_argument("--epochs", type=int, default=d["epochs"])
-    p.add_argument("--val-size", type=_val_size, default=None,
-                   help=f"validation hold-out: a fraction (<1) or a count "
-                        f"(default: {d['val_size']}, or 10%% with --limit)")
-    p.add_argument("--limit", type=int, default=None, help="train on the first N training images")
-    p.add_argument("--seed", type=int, default=d["seed"])
+    p = _Parser(description="Train a neural network on MNIST (NumPy only). Every setting "
+                            "starts from --preset and can be changed by its option.")
+    p.add_argument("--preset", default="default", choices=sorted(PRESET_NAMES),
+                   help="the recipe to start from (default: the shipped CNN)")
+    groups = {}
+    for field in dataclasses.fields(nn.Recipe):
+        s = SETTINGS[field.name]
+        group = groups.setdefault(s.group, p.add_argument_group(s.group))
+        defaults = {name: getattr(r, field.name) for name, r in PRESET_NAMES.items()}
+        shown = ", ".join(f"{name}: {_show(v)}" for name, v in defaults.items())
+        group.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name, default=None,
+                           help=f"{s.label}. {s.help} ({shown})",
+                           **_option_type(field.name, field.default))
     p.add_argument("--data", default=None, help="MNIST folder (default: $MNIST_DATA or data/mnist)")
     p.add_argument("--no-download", action="store_true", help="never download MNIST")
     p.add_argument("--out", default="weights/default.npz", help="where to write the model")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
-    if any(w < 1 for w in args.hidden):
-        p.error(f"--hidden: every width must be at least 1, got {args.hidden}")
-    if args.limit is not None and args.limit < 10:
-        p.error(f"--limit must be at least 10, got {args.limit}")
+    changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(nn.Recipe)
+               if getattr(args, f.name) is not None}
+    changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+    try:
+        recipe = PRESET_NAMES[args.preset].replace(**changes).check()
+    except ValueError as e:
+        p.error(str(e))
     out = Path(args.out)
     if out.suffix != ".npz":
         p.error(f"--out must end in .npz, got {args.out}")
     if not out.parent.is_dir():
         p.error(f"--out: folder {out.parent} does not exist")
-    return p, args
+    return p, args, recipe
+
+
+def _show(v):
+    if isinstance(v, tuple):
+        return " ".join(map(str, v)) or "none"
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 class ProgressBar(nn.Callback):
@@ -126,20 +143,20 @@ def format_report(metrics):
 
 def write_outputs(model, out):
     """The model, a JSON copy of its history and metrics, and PNG plots, all beside each other."""
-    import plots
+    from app_logic import figures
 
-    model.save(out)
-    report = {"architecture": model.describe(), "config": model.config,
-              "hyperparams": model.hyperparams, "train_seconds": model.train_seconds,
+    nn.save(model, out)
+    report = {"architecture": model.describe(), "spec": model.spec, "recipe": model.recipe,
+              "trained_on": model.trained_on, "train_seconds": model.train_seconds,
               "history": model.history, "metrics": model.metrics}
     json_path = out.with_suffix(".json")
     tmp = json_path.with_name(f".{json_path.name}.tmp")
     tmp.write_text(json.dumps(report, indent=1))
     os.replace(tmp, json_path)
-    figures = {"curves": plots.training_curves(model.history, title=model.describe()),
-               "confusion": plots.confusion_matrix_figure(model.metrics["confusion_matrix"])}
+    pictures = {"curves": figures.training_curves([(model.describe(), model.history)]),
+                "confusion": figures.confusion_matrix_figure(model.metrics["confusion_matrix"])}
     paths = []
-    for name, fig in figures.items():
+    for name, fig in pictures.items():
         path = out.with_name(f"{out.stem}_{name}.png")
         tmp = path.with_name(f".{path.stem}.tmp.png")
         fig.savefig(tmp, dpi=110)
@@ -149,41 +166,22 @@ def write_outputs(model, out):
 
 
 def main(argv=None):
-    parser, args = parse_args(argv)
+    parser, args, recipe = parse_args(argv)
     try:
-        model = nn.Network(hidden=args.hidden, activation=args.activation,
-                           dropout=args.dropout, seed=args.seed)
-        # Build the optimizer once here only to validate its settings before loading data.
-        nn.make_optimizer(args.optimizer, model.parameters(), lr=args.lr, momentum=args.momentum,
-                          nesterov=args.nesterov, weight_decay=args.l2)
-        if not 1 <= args.epochs <= nn.training.MAX_EPOCHS:
-            raise ValueError(f"--epochs must be in [1, {nn.training.MAX_EPOCHS}], got {args.epochs}")
-        if not 1 <= args.batch_size <= nn.training.MAX_BATCH_SIZE:
-            raise ValueError(f"--batch-size must be in [1, {nn.training.MAX_BATCH_SIZE}], got {args.batch_size}")
-    except ValueError as e:
-        parser.error(str(e))
-
-    try:
-        (X, y), (X_test, y_test) = nn.data.load_mnist(
-            args.data, download=not args.no_download,
-            progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+        data = nn.data.load_mnist(args.data, download=not args.no_download,
+                                  progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     except DataError as e:
         parser.error(str(e).replace("\n", " "))
-    if args.limit:
-        X, y = X[:args.limit], y[:args.limit]
-    if args.val_size is None:
-        args.val_size = 0.1 if args.limit else DEFAULTS["val_size"]
-
-    print(f"training {model.describe()} ({model.n_parameters:,} parameters) on {len(X):,} images "
-          f"with {args.optimizer}, lr {args.lr:g}, batch {args.batch_size}, {args.epochs} epochs",
-          flush=True)
+    model = nn.Network(recipe.spec(), seed=recipe.seed)
+    n = min(recipe.n_images, len(data[0][0]))
+    changed = ", ".join(f"{name} {_show(new)}" for name, _, new in
+                        nn.Recipe().differences(recipe)) or "plain defaults"
+    print(f"training {model.describe()} ({model.n_parameters:,} parameters) on {n:,} images: "
+          f"{changed}", flush=True)
     start = time.perf_counter()
     try:
-        nn.fit(model, X, y, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-               nesterov=args.nesterov, l2=args.l2, epochs=args.epochs, batch_size=args.batch_size,
-               val_size=args.val_size, schedule=args.schedule, seed=args.seed,
-               callbacks=[ProgressBar(args.quiet)])
-    except ValueError as e:  # e.g. a batch larger than the data, a bad --val-size
+        model = nn.train(recipe, data, callbacks=[ProgressBar(args.quiet)])
+    except ValueError as e:  # e.g. a batch larger than the data
         parser.error(str(e))
     except nn.TrainingDiverged as e:
         print(f"train.py: error: {e}; nothing written", file=sys.stderr)
@@ -192,13 +190,11 @@ def main(argv=None):
         print("\ninterrupted; nothing written", file=sys.stderr)
         return 130
     wall = time.perf_counter() - start
-    model.hyperparams["limit"] = args.limit
-    model.metrics = model.evaluate(X_test, y_test)
     print()
     print(format_report(model.metrics))
     written = write_outputs(model, Path(args.out))
-    print(f"\ntrained in {model.train_seconds:.1f}s ({wall:.1f}s wall, with validation); wrote "
-          + ", ".join(str(p) for p in written))
+    print(f"\ntrained in {model.train_seconds:.1f}s ({wall:.1f}s wall, with validation and "
+          f"the test evaluation); wrote " + ", ".join(str(p) for p in written))
     return 0
 
 

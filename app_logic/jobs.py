@@ -1,73 +1,77 @@
-"""Training in the background: one ``TrainingJob`` per run, at most a few at once.
+"""Trainings in the background: one ``TrainingJob`` per run, found again by its visitor.
 
-The page must stay responsive while a network trains, so ``nn.fit`` runs in
+The page must stay responsive while a network trains, so ``nn.train`` runs in
 a daemon thread owned by a ``TrainingJob``. The thread never touches the page;
-it writes plain attributes that the page reads when it polls (twice a second):
+it writes plain attributes that the page reads when it polls:
 
-    job = TrainingJob(settings, mnist, slots)   # slots.try_acquire() succeeded
-    job.start()
-    ... job.touch(); job.progress, job.records ... (page, while job.running)
-    job.outcome, job.model, job.error            (page, once job.finished is set)
+    job, problem = trainings.start(visitor, recipe, mnist)   # one per visitor at a time
+    ... job.touch(); job.progress, job.records, job.frames ... (page, while job.running)
+    job.outcome, job.model, job.error                       (page, once finished)
+    trainings.collect(visitor)                               (the page takes the result)
+
+``Trainings`` (one per server) owns the jobs by visitor, not by browser tab
+or Streamlit session: a page reloaded during a training finds its job again
+and shows its progress, and a visitor cannot start a second training while
+one runs. It also bounds the trainings running at once on the server.
 
 A run ends by itself after ``max_seconds`` (keeping its finished epochs), when
-the page presses Stop (``stop_event``), or when the page has stopped polling
-for ``heartbeat_timeout`` seconds (the browser tab was closed): a run nobody
-watches should not hold one of the server's training slots.
+the visitor presses Stop, or when no page has polled for ``heartbeat_timeout``
+seconds (every tab was closed): a run nobody watches should not hold one of
+the server's training slots.
 """
 
 import logging
 import threading
 import time
 import uuid
+import weakref
 
 import nn
 
-from .settings import VAL_FRACTION
-
-__all__ = ["TrainingSlots", "TrainingJob", "finished_message", "MAX_CONCURRENT_TRAININGS",
-           "MAX_TRAIN_SECONDS", "HEARTBEAT_TIMEOUT", "CHANCE_ACCURACY"]
+__all__ = ["Trainings", "TrainingJob", "finished_message", "running_jobs", "MAX_CONCURRENT_TRAININGS",
+           "MAX_TRAIN_SECONDS", "HEARTBEAT_TIMEOUT", "CHANCE_ACCURACY", "FRAME_UNITS"]
 
 log = logging.getLogger("digitlab")
 
 MAX_CONCURRENT_TRAININGS = 2   # per server: each run keeps a core busy
 MAX_TRAIN_SECONDS = 600        # a run is stopped (keeping its finished epochs) after this
-HEARTBEAT_TIMEOUT = 90         # s without a poll from the page: nobody is watching, stop.
+HEARTBEAT_TIMEOUT = 90         # s without a poll from any page: nobody is watching, stop.
 # (Not less: Chrome slows timers in a tab hidden for 5+ minutes to about one a minute.)
 CHANCE_ACCURACY = 0.20         # below this (guessing is 10%) a network has not learned
+FRAME_UNITS = 32               # first-layer units (or filters) kept per epoch for the film
+COLLECT_AFTER_S = 3600         # a finished job no page collected is dropped after this
+_LIVE = weakref.WeakSet()      # every started job of this process, for running_jobs()
 
 
-class TrainingSlots:
-    """At most ``n`` trainings at once on this server: a bounded semaphore plus a
-    count of the running ones (for the "N other trainings are running" message).
-
-    One instance per server (the app keeps it in ``st.cache_resource``).
-    """
-
-    def __init__(self, n=MAX_CONCURRENT_TRAININGS):
-        self._semaphore = threading.BoundedSemaphore(n)
-        self._lock = threading.Lock()
-        self.running = 0
-
-    def try_acquire(self):
-        """Take a slot without waiting; False when all are taken."""
-        if not self._semaphore.acquire(blocking=False):
-            return False
-        with self._lock:
-            self.running += 1
-        return True
-
-    def release(self):
-        with self._lock:
-            self.running -= 1
-        self._semaphore.release()
+def running_jobs():
+    """The trainings running in this process (server shutdown, tests)."""
+    return [job for job in list(_LIVE) if job.running]
 
 
-class _JobCallback(nn.Callback):
-    """Feeds a ``TrainingJob`` from inside ``nn.fit`` (runs in the training thread);
+def first_layer_weights(model, units=FRAME_UNITS):
+    """What the first layer looks for, as images: (units, h, w) float32. A dense
+    layer's first ``units`` columns as 28x28 pictures, or a convolution's first
+    ``units`` filters (their first input channel)."""
+    layer = model.param_layers[0]
+    w = layer.weight.value
+    if w.ndim == 4:
+        return w[:units, 0].copy()
+    side = int(round(w.shape[0] ** 0.5))
+    if side * side != w.shape[0]:
+        return w[:, :units].T.reshape(-1, 1, w.shape[0]).copy()
+    return w[:, :units].T.reshape(-1, side, side).copy()
+
+
+class _Watch(nn.Callback):
+    """Feeds a ``TrainingJob`` from inside ``nn.fit`` (in the training thread);
     returning True stops training after the current batch."""
 
     def __init__(self, job):
         self.job = job
+
+    def on_train_begin(self, info):
+        self.model = info["model"]
+        self.job.frames.append(first_layer_weights(self.model))
 
     def on_batch_end(self, info):
         self.job.progress = info
@@ -75,57 +79,55 @@ class _JobCallback(nn.Callback):
 
     def on_epoch_end(self, record):
         self.job.records.append(dict(record))
+        self.job.frames.append(first_layer_weights(self.model))
         return self.job.should_stop(time.monotonic() - self.job.started)
 
 
 class TrainingJob:
     """One training run in a daemon thread.
 
-    ``settings``: a dict checked by ``app_logic.settings.settings_problem``.
-    ``mnist``: ``((X_train, y_train), (X_test, y_test))``, images (n, 784)
-    float32, labels (n,) ints. The arrays are only read: the job slices the
-    first ``n_images`` rows (a view, no copy; ``nn.fit`` copies its training
-    split once). ``slots``: a ``TrainingSlots`` whose slot the caller has
-    acquired; the job releases it when the thread ends, whatever happens.
+    ``recipe``: an ``nn.Recipe`` that passed ``check(app=True)``. ``mnist``:
+    ``((X_train, y_train), (X_test, y_test))``, only read. ``release``: called
+    once when the thread ends, whatever happens (frees the server slot).
 
     The thread writes ``progress`` (latest batch info), ``records`` (finished
-    epochs), then ``model``, ``error`` and ``outcome``, and sets ``finished``
-    last. ``outcome`` is one of:
-    "done", "chance" (finished but no better than guessing: not to be used),
-    "stopped" (no epoch finished), "diverged", "failed".
-    ``stop_reason`` says why a run ended early: "button", "time", "abandoned".
+    epochs) and ``frames`` (the first layer's weights before training and after
+    each epoch), then ``model``, ``error`` and ``outcome``, and sets
+    ``finished`` last. ``outcome`` is one of: "done", "chance" (finished but no
+    better than guessing: not to be used), "stopped" (no epoch finished),
+    "diverged", "failed". ``stop_reason`` says why a run ended early:
+    "button", "time", "abandoned".
     """
 
-    def __init__(self, settings, mnist, slots, *, max_seconds=None, heartbeat_timeout=None):
+    def __init__(self, recipe, mnist, release=lambda: None, *, max_seconds=None,
+                 heartbeat_timeout=None):
         self.id = uuid.uuid4().hex
-        self.settings = dict(settings)
+        self.recipe = recipe
         self.stop_event = threading.Event()
-        self.records = []
+        self.records, self.frames = [], []
         self.progress = None
         self.started = time.monotonic()
         self.last_seen = self.started
         self.finished = None
-        self.model = None
-        self.error = None
-        self.outcome = None
-        self.stop_reason = None
+        self.model = self.error = self.outcome = self.stop_reason = None
         # None: the module's limits, read now (so that tests can lower them).
         self.max_seconds = MAX_TRAIN_SECONDS if max_seconds is None else max_seconds
         self.heartbeat_timeout = HEARTBEAT_TIMEOUT if heartbeat_timeout is None else heartbeat_timeout
-        self._mnist = mnist
-        self._slots = slots
+        self._mnist, self._release = mnist, release
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"digitlab-train-{self.id[:8]}")
 
     def start(self):
+        _LIVE.add(self)
         self._thread.start()
+        return self
 
     def join(self, timeout=None):
         """Wait for the thread to end (tests and shutdown; the page never blocks on it)."""
         self._thread.join(timeout)
 
     def touch(self):
-        """The page is still watching (called on every poll)."""
+        """A page is still watching (called on every poll)."""
         self.last_seen = time.monotonic()
 
     @property
@@ -147,7 +149,7 @@ class TrainingJob:
         info, done, elapsed = self.progress, self.fraction_done, self.elapsed
         text = f"{elapsed:.0f} s elapsed"
         if info:
-            text = (f"Epoch {info['epoch']} of {self.settings['epochs']}, batch {info['batch']} "
+            text = (f"Epoch {info['epoch']} of {self.recipe.epochs}, batch {info['batch']} "
                     f"of {info['batches_per_epoch']} · " + text)
         if done > 0.02:
             text += f" · about {elapsed * (1 - done) / done:.0f} s left"
@@ -165,21 +167,11 @@ class TrainingJob:
         return self.stop_reason is not None
 
     def _run(self):
-        s = self.settings
         try:
-            (X, y), (X_test, y_test) = self._mnist
-            n = min(s["n_images"], len(X))
-            model = nn.Network(hidden=s["hidden"], activation=s["activation"],
-                               dropout=s["dropout"], seed=s["seed"])
-            nn.fit(model, X[:n], y[:n], optimizer=s["optimizer"], lr=s["lr"],
-                   momentum=s["momentum"], l2=s["l2"], epochs=s["epochs"],
-                   batch_size=s["batch_size"], val_size=VAL_FRACTION, seed=s["seed"],
-                   callbacks=[_JobCallback(self)])
+            model = nn.train(self.recipe, self._mnist, callbacks=[_Watch(self)])
             if not model.history:
                 self.outcome = "stopped"
             else:
-                model.hyperparams["limit"] = n
-                model.metrics = model.evaluate(X_test, y_test)
                 self.model = model
                 self.outcome = "chance" if self.accuracy < CHANCE_ACCURACY else "done"
         except nn.TrainingDiverged as e:
@@ -190,7 +182,7 @@ class TrainingJob:
         finally:
             self._mnist = None
             try:
-                self._slots.release()
+                self._release()
             finally:
                 self.finished = time.monotonic()  # last: the page reads the results after this
 
@@ -204,31 +196,84 @@ class TrainingJob:
         return val if val is not None else self.model.metrics.get("accuracy")
 
 
+class Trainings:
+    """The server's trainings: at most ``limit`` running at once, one per visitor,
+    each found again by its visitor until the page collects its result.
+
+    One instance per server (the app keeps it in ``st.cache_resource``).
+    """
+
+    def __init__(self, limit=MAX_CONCURRENT_TRAININGS):
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._jobs = {}          # visitor -> TrainingJob (running, or finished and not collected)
+
+    @property
+    def running(self):
+        with self._lock:
+            return sum(job.running for job in self._jobs.values())
+
+    def start(self, visitor, recipe, mnist, **job_options):
+        """``(job, None)`` for a started training, or ``(None, why not)``."""
+        with self._lock:
+            self._forget_old()
+            current = self._jobs.get(visitor)
+            if current is not None and current.running:
+                return None, "Your training is still running; stop it before starting another."
+            busy = sum(job.running for job in self._jobs.values())
+            if busy >= self.limit:
+                return None, (f"{busy} other trainings are running on this server right now; "
+                              "please try again in a minute.")
+            job = TrainingJob(recipe, mnist, **job_options)
+            self._jobs[visitor] = job
+        return job.start(), None
+
+    def current(self, visitor):
+        """The visitor's job, running or finished but not yet collected, or None."""
+        with self._lock:
+            return self._jobs.get(visitor)
+
+    def collect(self, visitor):
+        """Take the visitor's finished job (its result goes into their session); None
+        while it runs or when there is none."""
+        with self._lock:
+            job = self._jobs.get(visitor)
+            if job is None or job.running:
+                return None
+            del self._jobs[visitor]
+            return job
+
+    def _forget_old(self):
+        now = time.monotonic()
+        for visitor, job in list(self._jobs.items()):
+            if not job.running and now - job.finished > COLLECT_AFTER_S:
+                del self._jobs[visitor]
+
+
 def finished_message(job):
     """``(kind, text)`` describing a finished job; kind is "success", "info",
     "warning" or "error" (the st.* call the page uses)."""
-    s = job.settings
+    r = job.recipe
     if job.outcome in ("done", "chance"):
         h = job.model.history
         val = h[-1]["val_acc"]
         parts = [f"validation accuracy {val:.2%}" if val is not None else None,
                  f"test accuracy {job.model.metrics['accuracy']:.2%}"]
         why = {"time": f" (stopped after {job.max_seconds // 60} minutes",
-               "abandoned": " (stopped because the page stopped checking in"}.get(
+               "abandoned": " (stopped because no page was watching it"}.get(
             job.stop_reason, " (stopped")
-        stopped = (f"{why} after epoch {len(h)} of {s['epochs']}; the weights of that epoch "
-                   f"are kept)" if len(h) < s["epochs"] else "")
+        stopped = (f"{why} after epoch {len(h)} of {r.epochs}; the weights of that epoch "
+                   f"are kept)" if len(h) < r.epochs else "")
         summary = (f"Training finished{stopped}: " + ", ".join(p for p in parts if p)
                    + f" after {len(h)} epoch{'s' * (len(h) != 1)} in {job.elapsed:.1f} s.")
         if job.outcome == "chance":
             return "warning", (
                 f"{summary} That is no better than guessing (10%): the network did not learn. "
-                f"Most often the learning rate ({s['lr']:g}) is too high for the "
-                f"“{s['optimizer']}” optimizer; try a smaller one (e.g. 0.001 with adam). "
+                f"Most often the learning rate ({r.lr:g}) is too high for the "
+                f"“{r.optimizer}” optimizer; try a smaller one (e.g. 0.001 with adam). "
                 "This network was not activated: the active network is unchanged.")
-        return "success", (f"{summary} This network is now the active one in every tab (for "
-                           "this browser session only); the one it replaces stays selectable in "
-                           "the sidebar as “previous network”.")
+        return "success", (f"{summary} It is now the active network in every tab (for you "
+                           "only) and a new run on the Runs tab.")
     if job.outcome == "stopped":
         return "info", ("Training stopped before the first epoch finished, so there is no new "
                         "network; the active network is unchanged.")

@@ -1,64 +1,85 @@
-"""The tables the Training and Evaluation tabs show, as pandas DataFrames.
+"""The tables the tabs show, as pandas DataFrames with words a learner reads
+("learning rate", not ``lr``) and numbers formatted for people (thousands
+separators, percentages).
 
-They hold plain numbers; the page decides how to format them. Columns of
-mixed types are turned into text first, because Arrow (which carries tables
-to the browser) wants one type per column.
+Columns of mixed types are turned into text first, because Arrow (which
+carries tables to the browser) wants one type per column.
 """
 
 import pandas as pd
 
 import nn.metrics
+from nn.architecture import shapes
+from nn.recipe import SETTINGS
 
-__all__ = ["per_class_table", "confused_pairs_table", "architecture_table",
-           "hyperparams_table", "SCORE_COLUMNS"]
+from .retrain import describe_value
 
-SCORE_COLUMNS = ["precision", "recall", "f1-score"]
+__all__ = ["per_class_table", "confused_pairs_table", "architecture_table", "recipe_table",
+           "SCORE_COLUMNS"]
+
+SCORE_COLUMNS = ["precision (%)", "recall (%)", "F1 (%)"]
+_LAYER_NAMES = {"conv2d": "convolution", "maxpool2d": "max-pooling", "dense": "dense",
+                "flatten": "flatten", "dropout": "dropout"}
 
 
 def per_class_table(metrics):
-    """12 rows (digits "0".."9", "macro avg", "weighted avg") x 4 columns
-    (precision, recall, f1-score in [0, 1]; support, an int count).
-
-    ``metrics`` has the shape of ``model.metrics`` (see ``nn.metrics.classification_report``);
-    both average rows' support is the number of test images.
-    """
+    """12 rows (digits "0".."9", "average over digits", "average over images") x
+    4 columns: precision, recall, F1 in % (2 decimals), and "images" (how many
+    test images of that digit) as text with thousands separators."""
     pc = metrics["per_class"]
-    table = pd.DataFrame({"precision": pc["precision"], "recall": pc["recall"],
-                          "f1-score": pc["f1"], "support": pc["support"]},
-                         index=[str(k) for k in range(len(pc["f1"]))])
-    for avg in ("macro", "weighted"):
+    rows = {str(k): [100 * pc["precision"][k], 100 * pc["recall"][k], 100 * pc["f1"][k],
+                     pc["support"][k]] for k in range(len(pc["f1"]))}
+    for avg, label in (("macro", "average over digits"), ("weighted", "average over images")):
         m = metrics[avg]
-        table.loc[f"{avg} avg"] = [m["precision"], m["recall"], m["f1"], metrics["n"]]
-    table["support"] = table["support"].astype(int)
+        rows[label] = [100 * m["precision"], 100 * m["recall"], 100 * m["f1"], metrics["n"]]
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=[*SCORE_COLUMNS, "images"])
+    table[SCORE_COLUMNS] = table[SCORE_COLUMNS].round(2)
+    table["images"] = [f"{int(v):,}" for v in table["images"]]
     table.index.name = "digit"
     return table
 
 
 def confused_pairs_table(confusion_matrix, k=5):
     """The ``k`` most frequent mistakes of a (10, 10) confusion matrix: columns
-    "true digit", "predicted as", "times" (empty when there are no mistakes)."""
+    "true digit", "read as", "times" (empty when there are no mistakes)."""
     pairs = nn.metrics.most_confused(confusion_matrix, k=k)
-    return pd.DataFrame(pairs, columns=["true digit", "predicted as", "times"])
+    return pd.DataFrame(pairs, columns=["true digit", "read as", "times"])
 
 
 def architecture_table(model):
-    """One row per dense layer: "layer", "shape" (in → out), "activation", "parameters"."""
+    """One row per layer: "layer" (what it is), "output" (its shape for one image)
+    and "parameters" (weights and biases, with thousands separators)."""
     rows = []
-    act = model.config["activation"]
-    dense = model.dense_layers
-    for i, layer in enumerate(dense):
-        last = i == len(dense) - 1
-        rows.append({"layer": "output" if last else f"hidden {i + 1}",
-                     "shape": f"{layer.in_features} → {layer.out_features}",
-                     "activation": "softmax" if last else act,
-                     "parameters": layer.W.size + layer.b.size})
+    for layer, shape in zip(model.layers, shapes(model.spec)):
+        kind = layer.type
+        name = _LAYER_NAMES.get(kind, f"{kind} (activation)")
+        if kind == "conv2d":
+            name = f"convolution {layer.kernel_size}x{layer.kernel_size}"
+        elif kind == "dropout":
+            name = f"dropout {layer.p:g}"
+        n = sum(p.value.size for p in layer.parameters())
+        rows.append({"layer": name, "output": " x ".join(map(str, shape)),
+                     "parameters": f"{n:,}" if n else ""})
+    rows[-1]["layer"] += " (output: one score per digit)"
     return pd.DataFrame(rows)
 
 
-def hyperparams_table(model):
-    """Everything that shaped the network: columns "setting" and "value", both text."""
-    settings = {"activation": model.config["activation"], "dropout": model.config["dropout"],
-                **model.hyperparams, "training seconds": round(model.train_seconds, 1)}
-    return pd.DataFrame({"setting": list(settings),
-                         "value": ["—" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
-                                   for v in settings.values()]})
+def recipe_table(model):
+    """Everything that shaped the network: "setting" (its label) and "value" (as
+    text), from the recipe stored in the model file, and how much data it saw."""
+    rows = []
+    for name, value in model.recipe.items():
+        label = SETTINGS[name].label if name in SETTINGS else name.replace("_", " ")
+        if isinstance(value, list):
+            value = tuple(value)
+        shown = describe_value(name, value) if name in SETTINGS and value is not None else (
+            "—" if value is None else str(value))
+        rows.append({"setting": label, "value": shown})
+    for key, label in (("n_train", "images trained on"), ("n_val", "images held out to validate"),
+                       ("fine_tuned_on", "drawings it was taught"),
+                       ("rehearsal_examples", "MNIST images rehearsed while taught")):
+        if key in model.trained_on:
+            rows.append({"setting": label, "value": f"{int(model.trained_on[key]):,}"})
+    rows.append({"setting": "training time", "value": f"{model.train_seconds:,.1f} s"})
+    return pd.DataFrame(rows)
+

@@ -1,56 +1,50 @@
 """Element-wise activation functions, each with its forward and backward pass.
 
-Every activation is a tiny layer: ``forward(x)`` remembers what the backward
-pass needs and returns ``y``; ``backward(dy)`` returns ``dx = dy * f'(x)``.
-Shapes: ``x``, ``y``, ``dy`` and ``dx`` all have the shape ``(batch, features)``.
+Every activation is a tiny layer (see ``nn.layers.Layer``): ``forward(x)``
+returns ``y = f(x)`` and, when training, remembers what the backward pass
+needs; ``backward(dy)`` returns ``dx = dy * f'(x)``. Any shape: (batch,
+features) after a dense layer, (batch, channels, height, width) after a
+convolution.
 
 ``ACTIVATIONS`` maps the names the CLI, the app and model files use to the
 classes, so a name means the same thing everywhere (an idea taken from
-scikit-learn's ``ACTIVATIONS`` dictionary).
-
-The forward passes write into the input's memory when the caller allows it
-(``inplace=True``, which the network uses for its own intermediate buffers):
-fewer temporary arrays means less time spent allocating in the training loop.
+scikit-learn's ``ACTIVATIONS`` dictionary). ``init`` is the weight
+initialisation that keeps activations' variance stable through the function.
 """
 
 import numpy as np
 
+from . import speed
+from .layers import Layer
+
 __all__ = ["Activation", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "ACTIVATIONS", "get_activation"]
 
 
-class Activation:
+class Activation(Layer):
     """Base class: no parameters, ``forward`` then ``backward`` with the same batch."""
 
-    name = "identity"
-    #: Weight initialisation that keeps activations' variance stable through this function.
     init = "glorot"
 
-    def parameters(self):
-        return []
-
-    def forward(self, x, training=False, inplace=False):
-        raise NotImplementedError
-
-    def backward(self, dy):
-        raise NotImplementedError
-
-    def __repr__(self):
-        return f"{type(self).__name__}()"
+    def _out(self, x, training):
+        """Where to write ``f(x)``: a fresh array, or while training a reused buffer."""
+        if not training:
+            return None
+        return speed.buffer(self, "y", x.shape, x.dtype, order=speed.memory_order(x))
 
 
 class ReLU(Activation):
     """``y = max(x, 0)``; the gradient passes where ``x > 0`` and is 0 elsewhere."""
 
-    name = "relu"
+    type = "relu"
     init = "he"
 
-    def forward(self, x, training=False, inplace=False):
-        y = np.maximum(x, 0, out=x if inplace else None)
-        self._y = y  # y > 0 exactly where x > 0, so y is all the backward pass needs
+    def forward(self, x, training=False):
+        y = np.maximum(x, 0, out=self._out(x, training))
+        if training:
+            self._y = y  # y > 0 exactly where x > 0: all the backward pass needs
         return y
 
     def backward(self, dy):
-        # In place: dy is a buffer the network owns and does not reuse after this call.
         dy *= self._y > 0
         return dy
 
@@ -58,41 +52,44 @@ class ReLU(Activation):
 class LeakyReLU(Activation):
     """``y = x`` for ``x > 0`` and ``slope * x`` otherwise, so no unit ever stops learning."""
 
-    name = "leaky_relu"
+    type = "leaky_relu"
     init = "he"
 
     def __init__(self, slope=0.01):
         if not 0 <= slope < 1:
-            raise ValueError(f"LeakyReLU slope must be in [0, 1), got {slope}")
+            raise ValueError(f"LeakyReLU: slope must be in [0, 1), got {slope}")
         self.slope = float(slope)
 
-    def forward(self, x, training=False, inplace=False):
-        self._positive = x > 0
-        y = x if inplace else x.copy()
-        y *= np.where(self._positive, 1.0, self.slope).astype(x.dtype, copy=False)
-        return y
+    def forward(self, x, training=False):
+        factor = np.where(x > 0, x.dtype.type(1), x.dtype.type(self.slope))
+        if training:
+            self._factor = factor
+        return np.multiply(x, factor, out=self._out(x, training))
 
     def backward(self, dy):
-        dy *= np.where(self._positive, 1.0, self.slope).astype(dy.dtype, copy=False)
+        dy *= self._factor
         return dy
+
+    def spec(self):
+        return {"type": self.type}  # the slope is fixed at its default in specs
 
 
 class Sigmoid(Activation):
     """``y = 1 / (1 + exp(-x))``; ``dy/dx = y (1 - y)``.
 
-    Written as ``0.5 * (1 + tanh(x / 2))``, which is the same function but never
+    Written as ``0.5 * (1 + tanh(x / 2))``, the same function, which never
     overflows in ``exp`` for large negative ``x``.
     """
 
-    name = "sigmoid"
-    init = "glorot"
+    type = "sigmoid"
 
-    def forward(self, x, training=False, inplace=False):
-        y = np.multiply(x, 0.5, out=x if inplace else None)
+    def forward(self, x, training=False):
+        y = np.multiply(x, x.dtype.type(0.5), out=self._out(x, training))
         np.tanh(y, out=y)
         y += 1
         y *= 0.5
-        self._y = y
+        if training:
+            self._y = y
         return y
 
     def backward(self, dy):
@@ -104,12 +101,12 @@ class Sigmoid(Activation):
 class Tanh(Activation):
     """``y = tanh(x)``; ``dy/dx = 1 - y**2``."""
 
-    name = "tanh"
-    init = "glorot"
+    type = "tanh"
 
-    def forward(self, x, training=False, inplace=False):
-        y = np.tanh(x, out=x if inplace else None)
-        self._y = y
+    def forward(self, x, training=False):
+        y = np.tanh(x, out=self._out(x, training))
+        if training:
+            self._y = y
         return y
 
     def backward(self, dy):
@@ -118,14 +115,14 @@ class Tanh(Activation):
         return dy
 
 
-ACTIVATIONS = {cls.name: cls for cls in (ReLU, LeakyReLU, Sigmoid, Tanh)}
+ACTIVATIONS = {cls.type: cls for cls in (ReLU, LeakyReLU, Sigmoid, Tanh)}
 
 
 def get_activation(name):
-    """Return a new activation layer for ``name`` (one of ``ACTIVATIONS``)."""
+    """A new activation layer for ``name`` (one of ``ACTIVATIONS``)."""
     try:
         return ACTIVATIONS[name]()
     except (KeyError, TypeError):
         raise ValueError(
-            f"unknown activation {name!r}; choose one of {', '.join(sorted(ACTIVATIONS))}"
+            f"activation: unknown {name!r}; choose one of {', '.join(sorted(ACTIVATIONS))}"
         ) from None

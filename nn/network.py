@@ -1,103 +1,86 @@
-"""The multi-layer perceptron: a stack of Dense -> activation -> (Dropout) blocks
-ending in a Dense layer whose logits feed the fused softmax-cross-entropy.
+"""``Network``: a sequence of layers built from a spec, and everything worth
+keeping about a trained model.
 
-``Network`` holds the layers and everything worth keeping about a trained
-model (its config, the hyperparameters it was trained with, the per-epoch
-history and the test metrics), so that one ``.npz`` file is enough for the
-app's dashboards.  Training lives in ``nn.training.fit``; reading and writing
+    net = Network(mlp_spec((128, 64)), seed=0)          # or cnn_spec((8, 16), ...)
+    net.predict_proba(X)                                # X (n, 784) in [0, 1] -> (n, 10)
+
+Whatever the architecture, the public input is a batch of flattened 28x28
+images, ``(n, 784)``; a convolutional network reshapes it to ``(n, 1, 28, 28)``
+itself. Besides the layers a network keeps its ``spec`` (plain JSON, see
+``nn.architecture``), the ``seed`` it was initialised with, the ``recipe`` it
+was trained with (a dict of ``nn.Recipe`` settings), the per-epoch
+``history``, the test ``metrics`` and ``train_seconds``: one model file holds
+everything the app's dashboards show. Training lives in ``nn.training``,
 files in ``nn.serialize``.
+
+Inference (``predict_proba``, ``forward(training=False)``, ``activations``,
+``features``) stores nothing on the layers, and the gradient methods work on a
+private copy of them, so one network can serve many threads at once.
 """
 
 import copy
+import json
 
 import numpy as np
 
-from .activations import ACTIVATIONS, get_activation
-from .layers import Dense, Dropout
+from .architecture import build, check_spec, describe, shapes
+from .conv import Conv2D
+from .layers import Dense, Dropout, Parameter
 from .losses import log_softmax, softmax
-from . import serialize
 from .metrics import classification_report
 
-__all__ = ["Network", "MAX_HIDDEN_LAYERS", "MAX_WIDTH"]
+__all__ = ["Network"]
 
-N_INPUTS = 784
-N_CLASSES = 10
-#: Limits on the architecture: a model above them is almost certainly a mistake
-#: (or a hostile file), and would take the app's server down.
-MAX_HIDDEN_LAYERS = 8
-MAX_WIDTH = 4096
-
-
-def _check_config(hidden, activation, dropout, n_inputs, n_classes):
-    hidden = list(hidden)
-    if len(hidden) > MAX_HIDDEN_LAYERS:
-        raise ValueError(f"hidden: at most {MAX_HIDDEN_LAYERS} hidden layers, got {len(hidden)}")
-    for width in hidden:
-        if isinstance(width, bool) or not isinstance(width, (int, np.integer)):
-            raise ValueError(f"hidden: layer widths must be integers, got {width!r}")
-        if not 1 <= width <= MAX_WIDTH:
-            raise ValueError(f"hidden: each layer width must be in [1, {MAX_WIDTH}], got {width}")
-    if activation not in ACTIVATIONS:
-        raise ValueError(
-            f"activation: unknown {activation!r}; choose one of {', '.join(sorted(ACTIVATIONS))}"
-        )
-    if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
-        raise ValueError(f"dropout: must be in [0, 1), got {dropout!r}")
-    for name, value in (("n_inputs", n_inputs), ("n_classes", n_classes)):
-        if not 1 <= int(value) <= MAX_WIDTH:
-            raise ValueError(f"{name}: must be in [1, {MAX_WIDTH}], got {value}")
-    return [int(w) for w in hidden]
+_INFERENCE_VALUES = 8_000_000     # bound on the floats one inference batch may hold at once
 
 
 class Network:
-    """A fully connected classifier for flattened 28x28 images.
+    """A classifier for flattened 28x28 images (or any input a spec describes).
 
     Parameters
     ----------
-    hidden : sequence of int
-        Widths of the hidden layers, e.g. ``(128, 64)``; may be empty
-        (multinomial logistic regression).
-    activation : str
-        A name from ``nn.ACTIVATIONS``: "relu", "leaky_relu", "sigmoid", "tanh".
-        It also picks the initialisation (He for the ReLU family, Glorot otherwise).
-    dropout : float in [0, 1)
-        Dropout probability after every hidden activation (training only).
+    spec : dict
+        The architecture (``nn.architecture.mlp_spec``, ``cnn_spec`` or by hand).
     seed : int
-        Seeds the initialisation and the dropout masks.
-
-    Shapes: inputs ``X`` (n, 784) in [0, 1]; logits and probabilities (n, 10).
+        Seeds the initial weights and the dropout masks.
     """
 
-    def __init__(self, hidden=(128, 64), activation="relu", dropout=0.0, seed=0,
-                 n_inputs=N_INPUTS, n_classes=N_CLASSES):
-        hidden = _check_config(hidden, activation, dropout, n_inputs, n_classes)
-        self.config = {"hidden": hidden, "activation": activation, "dropout": float(dropout),
-                       "n_inputs": int(n_inputs), "n_classes": int(n_classes)}
+    def __init__(self, spec, seed=0):
+        self.input_shape, self.n_classes, _ = check_spec(spec)
+        self.spec = json.loads(json.dumps(spec))   # a private, JSON-clean copy
         self.seed = int(seed)
-        rng = np.random.default_rng(self.seed)
-        init = ACTIVATIONS[activation].init
-        self.layers = []
-        sizes = [int(n_inputs)] + hidden
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            self.layers.append(Dense(fan_in, fan_out, init=init, rng=rng))
-            self.layers.append(get_activation(activation))
-            if dropout > 0:
-                self.layers.append(Dropout(dropout, rng=rng))
-        # The output layer is Glorot-initialised: softmax is not a ReLU.
-        self.layers.append(Dense(sizes[-1], int(n_classes), init="glorot", rng=rng))
-        self.dense_layers[0].needs_input_grad = False
-        self.hyperparams = {}
+        self.layers = build(self.spec, np.random.default_rng(self.seed))
+        self.param_layers[0].needs_input_grad = False   # training never uses dL/dX of the input
+        self.recipe = {}
+        self.trained_on = {}
         self.history = []
         self.metrics = {}
         self.train_seconds = 0.0
+        per_image = max([int(np.prod(s)) for s in shapes(self.spec)] +
+                        [np.prod(layer.output_size(*s[1:])) * layer.kernel_size ** 2 * s[0]
+                         for layer, s in zip(self.layers, self._input_shapes())
+                         if isinstance(layer, Conv2D)])
+        self._inference_batch = int(max(1, min(8192, _INFERENCE_VALUES // per_image)))
 
-    # -- structure -----------------------------------------------------------------
+    def _input_shapes(self):
+        return [self.input_shape, *shapes(self.spec)[:-1]]
+
+    # -- structure -------------------------------------------------------------------------
+    @property
+    def n_inputs(self):
+        return int(np.prod(self.input_shape))
+
+    @property
+    def param_layers(self):
+        """The layers with weights (dense and convolution), in order."""
+        return [layer for layer in self.layers if layer.parameters()]
+
     @property
     def dense_layers(self):
         return [layer for layer in self.layers if isinstance(layer, Dense)]
 
     def parameters(self):
-        """All trainable ``Parameter`` objects, in layer order (W0, b0, W1, b1, ...)."""
+        """All trainable ``Parameter`` objects, in layer order (weight, bias, weight, ...)."""
         return [p for layer in self.layers for p in layer.parameters()]
 
     def get_weights(self):
@@ -112,6 +95,7 @@ class Network:
         for p, a in zip(params, arrays):
             if a.shape != p.value.shape:
                 raise ValueError(f"{p.name}: expected shape {p.value.shape}, got {a.shape}")
+        for p, a in zip(params, arrays):
             p.value[...] = a
 
     def astype(self, dtype):
@@ -119,142 +103,213 @@ class Network:
         for p in self.parameters():
             p.value = p.value.astype(dtype)
             p.grad = np.zeros_like(p.value)
-        for layer in self.dense_layers:
-            layer._out.clear()
+        for layer in self.layers:
+            layer.__dict__.pop("_buffers", None)
         return self
 
     @property
     def n_parameters(self):
         return int(sum(p.value.size for p in self.parameters()))
 
+    @property
+    def kind(self):
+        """"cnn" if the network has a convolution, else "mlp"."""
+        return "cnn" if any(isinstance(layer, Conv2D) for layer in self.layers) else "mlp"
+
     def describe(self):
-        """A one-line architecture string such as ``784-128(relu)-64(relu)-10``."""
-        act = self.config["activation"]
-        hidden = "".join(f"-{w}({act})" for w in self.config["hidden"])
-        return f"{self.config['n_inputs']}{hidden}-{self.config['n_classes']}"
+        """A one-line architecture string such as ``784-256-128-10 (relu)``."""
+        return describe(self.spec)
 
-    # -- forward and backward --------------------------------------------------------
+    # -- forward and backward ----------------------------------------------------------------
     def forward(self, X, training=False):
-        """Logits for a batch. ``X`` (n, 784) -> (n, 10).
+        """Logits for a batch ``X`` of shape (n, *input_shape) -> (n, n_classes).
 
-        In training each layer writes into its own buffer and the returned
-        logits are that buffer (valid until the next step). Inference allocates
-        fresh arrays and changes no shared state, so it is safe from several
-        threads at once.
+        In training, layers keep what backward needs and write into buffers of
+        their own (valid until the next step); inference changes nothing.
         """
         out = X
-        for i, layer in enumerate(self.layers):
-            # The input X belongs to the caller: never overwrite it.
-            out = layer.forward(out, training=training, inplace=i > 0)
+        for layer in self.layers:
+            out = layer.forward(out, training=training)
         return out
 
     def backward(self, dlogits):
-        """Backpropagate ``dlogits`` (n, 10); fills every ``Parameter.grad``.
-
-        Returns the gradient with respect to the input (n, 784) when the first
-        layer computes it (see ``input_gradient``), else None.
-        """
+        """Backpropagate ``dlogits`` (n, n_classes); fills every ``Parameter.grad``.
+        Returns the gradient with respect to the input when the first layer
+        computes it (see ``input_gradient``), else None."""
         grad = dlogits
         for layer in reversed(self.layers):
             grad = layer.backward(grad)
         return grad
 
-    # -- inference -------------------------------------------------------------------
+    # -- inference ---------------------------------------------------------------------------
     def _as_batch(self, X):
+        """(n, 784), (784,) or (28, 28) -> (n, *input_shape) in the weights' dtype."""
         X = np.asarray(X)
-        if X.ndim == 1 or X.shape == (28, 28):
+        if X.ndim == 1 or (X.shape == (28, 28) and self.n_inputs == 784):
             X = X.reshape(1, -1)
-        if X.ndim != 2 or X.shape[1] != self.config["n_inputs"]:
-            raise ValueError(
-                f"expected images of shape (n, {self.config['n_inputs']}), got {X.shape}"
-            )
-        dtype = self.dense_layers[0].W.dtype
-        return X.astype(dtype, copy=False)
+        if X.ndim != 2 or X.shape[1] != self.n_inputs:
+            raise ValueError(f"expected images of shape (n, {self.n_inputs}), got {X.shape}")
+        dtype = self.parameters()[0].value.dtype
+        return X.astype(dtype, copy=False).reshape(len(X), *self.input_shape)
 
-    def predict_proba(self, X, batch_size=8192):
+    def _batches(self, X, batch_size=None):
+        step = batch_size or self._inference_batch
+        for start in range(0, len(X), step):
+            yield start, X[start:start + step]
+
+    def predict_proba(self, X, batch_size=None):
         """Class probabilities. ``X`` (n, 784) float in [0, 1] -> (n, 10), rows sum to 1.
 
-        A single image may be given as (784,) or (28, 28). Large inputs are
-        processed in batches of ``batch_size`` so memory stays bounded.
+        A single image may be given as (784,) or (28, 28). Large inputs go
+        through in batches, so memory stays bounded.
         """
         X = self._as_batch(X)
-        out = np.empty((X.shape[0], self.config["n_classes"]), dtype=X.dtype)
-        for start in range(0, X.shape[0], batch_size):
-            chunk = X[start:start + batch_size]
+        out = np.empty((len(X), self.n_classes), dtype=X.dtype)
+        for start, chunk in self._batches(X, batch_size):
             softmax(self.forward(chunk), out=out[start:start + len(chunk)])
         return out
 
-    def predict(self, X, batch_size=8192):
+    def predict(self, X, batch_size=None):
         """Predicted labels. ``X`` (n, 784) -> (n,) int64."""
         return self.predict_proba(X, batch_size).argmax(axis=1)
 
-    def input_gradient(self, x, cls=None):
-        """Saliency: gradient of class ``cls``'s logit with respect to the input pixels.
+    def features(self, X, batch_size=None):
+        """What the output layer sees: the last hidden representation of each image,
+        (n, 784) -> (n, width of the last hidden layer). The app's map of digits
+        is drawn from these."""
+        X = self._as_batch(X)
+        head = self.layers[:-1]
+        parts = []
+        for _, chunk in self._batches(X, batch_size):
+            out = chunk
+            for layer in head:
+                out = layer.forward(out)
+            parts.append(out.reshape(len(chunk), -1))
+        return np.concatenate(parts) if parts else np.zeros((0, self.layers[-1].in_features))
+
+    def activations(self, x):
+        """Every layer's output for one image ``x`` (784,) or (28, 28).
+
+        Returns a list of ``(layer, output)`` pairs in order, each output without
+        the batch axis: (units,) after dense layers and activations of them,
+        (channels, h, w) inside the convolutional part. The last output is the
+        logits.
+        """
+        out = self._as_batch(x)
+        if len(out) != 1:
+            raise ValueError("activations takes a single image")
+        result = []
+        for layer in self.layers:
+            out = layer.forward(out)
+            result.append((layer, np.ascontiguousarray(out[0])))
+        return result
+
+    # -- gradients with respect to the input -----------------------------------------------------
+    def _gradient_copy(self):
+        """Twins of the layers that share this network's weights (read only) but own
+        their caches and gradient arrays, with dropout off: backpropagating through
+        them is safe while other threads use this network."""
+        layers = []
+        for layer in self.layers:
+            twin = copy.copy(layer)
+            twin.forget()
+            for attr, value in vars(layer).items():
+                if isinstance(value, Parameter):
+                    setattr(twin, attr, Parameter(value.value, value.name, value.decay))
+            if isinstance(twin, Dropout):
+                twin.p, twin.mask, twin.fixed_mask = 0.0, None, False
+            if twin.parameters():
+                twin.needs_input_grad = True
+            layers.append(twin)
+        return layers
+
+    def forget_training_state(self):
+        """Drop what the last training step left on the layers (caches, buffers): a
+        trained network then takes only the memory of its weights."""
+        for layer in self.layers:
+            layer.forget()
+
+    def input_gradient(self, x, cls=None, *, noise=0.0, samples=1, rng=None):
+        """Saliency: the gradient of class ``cls``'s logit with respect to each pixel.
 
         ``x`` is one image, (784,) or (28, 28); ``cls`` defaults to the predicted
         class. Returns (784,): positive where more ink would raise the class
         score, negative where it would lower it.
+
+        SmoothGrad (Smilkov et al., 2017): with ``noise`` > 0 the gradient is
+        averaged over ``samples`` copies of the image with Gaussian noise of
+        standard deviation ``noise`` added, which removes most of the speckle
+        of a single gradient. ``noise=0, samples=1`` is the plain gradient.
         """
         X = self._as_batch(x)
-        if X.shape[0] != 1:
+        if len(X) != 1:
             raise ValueError("input_gradient takes a single image")
-        # Work on a private copy of the layers: backpropagation writes caches and
-        # parameter gradients, and this network may be shared (the app's default
-        # network serves every session) or in the middle of training. The copy
-        # costs about as much as one forward pass.
-        layers = copy.deepcopy(self.layers)
-        first = next(layer for layer in layers if isinstance(layer, Dense))
-        first.needs_input_grad = True
-        out = X
-        for i, layer in enumerate(layers):
-            out = layer.forward(out, training=False, inplace=i > 0)
-        cls = int(np.argmax(out[0])) if cls is None else int(cls)
-        if not 0 <= cls < self.config["n_classes"]:
-            raise ValueError(f"class must be in [0, {self.config['n_classes']}), got {cls}")
+        if not (isinstance(samples, (int, np.integer)) and 1 <= samples <= 256):
+            raise ValueError(f"samples must be a whole number from 1 to 256, got {samples!r}")
+        if not (np.isfinite(noise) and 0 <= noise <= 1):
+            raise ValueError(f"noise must be in [0, 1], got {noise!r}")
+        if cls is None:
+            cls = int(np.argmax(self.forward(X)[0]))
+        cls = int(cls)
+        if not 0 <= cls < self.n_classes:
+            raise ValueError(f"class must be in [0, {self.n_classes}), got {cls}")
+        batch = np.repeat(X, samples, axis=0)
+        if noise > 0:
+            rng = np.random.default_rng(0) if rng is None else rng
+            batch = batch + rng.normal(0, noise, batch.shape).astype(batch.dtype)
+        out = batch
+        layers = self._gradient_copy()
+        for layer in layers:
+            out = layer.forward(out, training=True)
         grad = np.zeros_like(out)
-        grad[0, cls] = 1
+        grad[:, cls] = 1
         for layer in reversed(layers):
             grad = layer.backward(grad)
-        return grad[0].copy()
+        return grad.reshape(samples, -1).mean(axis=0)
 
-    def _loss_and_predictions(self, X, y, batch_size):
+    # -- evaluation --------------------------------------------------------------------------------
+    def _loss_and_predictions(self, X, y, batch_size=None):
         """Mean cross-entropy and the predicted labels (n,), from one pass in batches."""
         X = self._as_batch(X)
         y = np.asarray(y)
         total_loss = 0.0
-        predicted = np.empty(X.shape[0], dtype=np.int64)
-        for start in range(0, X.shape[0], batch_size):
-            logits = self.forward(X[start:start + batch_size])
-            yb = y[start:start + batch_size]
+        predicted = np.empty(len(X), dtype=np.int64)
+        for start, chunk in self._batches(X, batch_size):
+            logits = self.forward(chunk)
+            yb = y[start:start + len(chunk)]
             logp = log_softmax(logits.astype(np.float64))
             total_loss -= float(logp[np.arange(len(yb)), yb].sum())
             predicted[start:start + len(yb)] = logits.argmax(axis=1)
         return total_loss / max(len(y), 1), predicted
 
-    def loss_and_accuracy(self, X, y, batch_size=8192):
-        """Mean cross-entropy and accuracy on ``X`` (n, 784), ``y`` (n,), in batches."""
+    def loss_and_accuracy(self, X, y, batch_size=None):
+        """Mean cross-entropy and accuracy on ``X`` (n, 784), ``y`` (n,)."""
         loss, predicted = self._loss_and_predictions(X, y, batch_size)
         return loss, float(np.count_nonzero(predicted == np.asarray(y))) / max(len(y), 1)
 
-    def evaluate(self, X, y, batch_size=8192):
+    def evaluate(self, X, y, batch_size=None):
         """The test report kept in ``model.metrics`` and model files, from one pass.
 
         ``X`` (n, 784), ``y`` (n,) ints -> ``nn.metrics.classification_report``
         (accuracy, confusion matrix, per-class and averaged scores) plus ``"loss"``.
         """
         loss, predicted = self._loss_and_predictions(X, y, batch_size)
-        report = classification_report(y, predicted, self.config["n_classes"])
+        report = classification_report(y, predicted, self.n_classes)
         report["loss"] = loss
         return report
 
-    # -- files -----------------------------------------------------------------------
-    def save(self, path):
-        """Write this model to ``path`` (.npz) atomically. See ``nn.serialize``."""
-        serialize.save(self, path)
-
+    # -- copies ------------------------------------------------------------------------------------
     def copy(self):
-        """An independent copy (weights, config, history, metrics)."""
-        return copy.deepcopy(self)
+        """An independent copy (weights, spec, recipe, history, metrics), without the
+        caches of the last training step."""
+        twin = copy.copy(self)
+        twin.layers = [copy.copy(layer) for layer in self.layers]
+        for layer in twin.layers:
+            layer.forget()
+        twin.layers = copy.deepcopy(twin.layers)
+        for name in ("spec", "recipe", "trained_on", "history", "metrics"):
+            setattr(twin, name, copy.deepcopy(getattr(self, name)))
+        return twin
 
     def __repr__(self):
         return f"Network({self.describe()}, {self.n_parameters:,} parameters)"

@@ -9,26 +9,19 @@ transfers:
     opt.step()                # updates every parameter's .value in place
 
 The base class owns the parameter list, the step counter and the L2 weight
-decay; a subclass only supplies ``_update(param, grad, state)``.
-
-Speed note (measured in ../shared/perf-notes.md): when a ReLU unit stops
-receiving gradient, its momentum decays geometrically and after a few hundred
-steps reaches float32 *subnormal* numbers, which the CPU handles about 40x
-slower. That alone made a batch-32 epoch 3-4x slower. ``flush_subnormals``
-zeroes optimizer state below 1e-30 every ``FLUSH_EVERY`` steps, long before it
-can decay into the subnormal range (below 1.2e-38); values that small could
-never move a weight anyway.
+decay (``l2``); a subclass only supplies ``_update(param, grad, state)``.
+Optimizer state that decays towards zero is flushed before it becomes slow
+subnormal numbers (``nn.speed.flush_subnormals``).
 """
 
 import math
 
 import numpy as np
 
+from . import speed
+
 __all__ = ["Optimizer", "SGD", "Adam", "make_optimizer", "OPTIMIZERS",
            "lr_at_epoch", "SCHEDULES"]
-
-FLUSH_EVERY = 100
-FLUSH_BELOW = 1e-30
 
 
 def _check(name, value, low, high, low_open=False, high_open=False):
@@ -46,26 +39,20 @@ def _check(name, value, low, high, low_open=False, high_open=False):
     return value
 
 
-def flush_subnormals(arrays):
-    """Set entries with ``|x| < 1e-30`` to 0, in place (see the module docstring)."""
-    for a in arrays:
-        a[np.abs(a) < FLUSH_BELOW] = 0
-
-
 class Optimizer:
     """Base class: holds parameters, the learning rate, weight decay and per-parameter state.
 
-    ``weight_decay`` is L2 regularisation: it adds ``weight_decay * w`` to the
-    gradient of each weight matrix (not of biases), i.e. the loss gains
-    ``weight_decay / 2 * ||W||^2``.
+    ``l2`` is L2 regularisation ("weight decay"): it adds ``l2 * w`` to the
+    gradient of each weight array (not of biases), i.e. the loss gains
+    ``l2 / 2 * ||W||^2``.
     """
 
-    def __init__(self, params, lr, weight_decay=0.0):
+    def __init__(self, params, lr, l2=0.0):
         self.params = list(params)
         if not self.params:
             raise ValueError("optimizer got an empty parameter list")
         self.lr = _check("lr", lr, 0, 10, low_open=True)
-        self.weight_decay = _check("weight_decay", weight_decay, 0, 1)
+        self.l2 = _check("l2", l2, 0, 1)
         self.steps = 0
         self.state = [self._init_state(p) for p in self.params]
 
@@ -81,12 +68,11 @@ class Optimizer:
         self.steps += 1
         for p, state in zip(self.params, self.state):
             grad = p.grad
-            if self.weight_decay and p.decay:
-                grad += self.weight_decay * p.value
+            if self.l2 and p.decay:
+                grad += self.l2 * p.value
             self._update(p.value, grad, state)
-        if self.steps % FLUSH_EVERY == 0:
-            flush_subnormals(a for s in self.state for a in s.values()
-                             if isinstance(a, np.ndarray))
+        speed.flush_subnormals((a for s in self.state for a in s.values()
+                                if isinstance(a, np.ndarray)), self.steps)
 
     def _update(self, value, grad, state):
         raise NotImplementedError
@@ -103,12 +89,12 @@ class SGD(Optimizer):
     Nesterov  w -= lr * (g + momentum * v), which looks one step ahead.
     """
 
-    def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, l2=0.0):
         self.momentum = _check("momentum", momentum, 0, 1, high_open=True)
         if nesterov and self.momentum == 0:
             raise ValueError("nesterov needs momentum in (0, 1)")
         self.nesterov = bool(nesterov)
-        super().__init__(params, lr, weight_decay)
+        super().__init__(params, lr, l2)
 
     def _init_state(self, param):
         return {"velocity": np.zeros_like(param.value)} if self.momentum else {}
@@ -129,7 +115,7 @@ class SGD(Optimizer):
     def hyperparams(self):
         name = "sgd" if not self.momentum else "momentum"
         return {"optimizer": name, "lr": self.lr, "momentum": self.momentum,
-                "nesterov": self.nesterov, "l2": self.weight_decay}
+                "nesterov": self.nesterov, "l2": self.l2}
 
 
 class Adam(Optimizer):
@@ -141,11 +127,11 @@ class Adam(Optimizer):
         w -= lr * m_hat / (sqrt(v_hat) + eps),  m_hat = m / (1 - b1^t), v_hat = v / (1 - b2^t)
     """
 
-    def __init__(self, params, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, params, lr=0.001, betas=(0.9, 0.999), eps=1e-8, l2=0.0):
         self.beta1 = _check("beta1", betas[0], 0, 1, high_open=True)
         self.beta2 = _check("beta2", betas[1], 0, 1, high_open=True)
         self.eps = _check("eps", eps, 0, 1, low_open=True)
-        super().__init__(params, lr, weight_decay)
+        super().__init__(params, lr, l2)
 
     def _init_state(self, param):
         return {"m": np.zeros_like(param.value), "v": np.zeros_like(param.value),
@@ -174,13 +160,13 @@ class Adam(Optimizer):
 
     def hyperparams(self):
         return {"optimizer": "adam", "lr": self.lr, "betas": [self.beta1, self.beta2],
-                "eps": self.eps, "l2": self.weight_decay}
+                "eps": self.eps, "l2": self.l2}
 
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 
 
-def make_optimizer(name, params, lr, momentum=0.9, nesterov=False, weight_decay=0.0):
+def make_optimizer(name, params, lr, momentum=0.9, nesterov=False, l2=0.0):
     """Build an optimizer by the name the CLI and the app use.
 
     ``"sgd"`` is plain SGD, ``"momentum"`` SGD with ``momentum`` (and optional
@@ -189,13 +175,13 @@ def make_optimizer(name, params, lr, momentum=0.9, nesterov=False, weight_decay=
     if name == "sgd":
         if nesterov:
             raise ValueError("nesterov needs the 'momentum' optimizer")
-        return SGD(params, lr=lr, weight_decay=weight_decay)
+        return SGD(params, lr=lr, l2=l2)
     if name == "momentum":
         if not 0 < float(momentum) < 1:
             raise ValueError(f"momentum must be in (0, 1) for the 'momentum' optimizer, got {momentum}")
-        return SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+        return SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, l2=l2)
     if name == "adam":
-        return Adam(params, lr=lr, weight_decay=weight_decay)
+        return Adam(params, lr=lr, l2=l2)
     raise ValueError(f"optimizer: unknown {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 

@@ -265,3 +265,6 @@ def _fit_and_centre(crop):
     if peak <= 0:
         return None
     return (out / peak).astype(np.float32)
+
+
+# ---------------------------------------------------------------- drawing strokes

@@ -2,17 +2,27 @@
 
 The file is a plain NumPy zip archive:
 
-- ``W0, b0, W1, b1, ...``: the float32 weight and bias arrays, layer by layer;
+- ``0.weight``, ``0.bias``, ``3.weight``, ...: the float32 parameters, named by
+  the index of their layer in the spec (as in a PyTorch ``state_dict``);
 - ``header``: a uint8 array holding UTF-8 JSON with the format name and
-  version, the architecture, the training hyperparameters and seed, the
-  per-epoch history, the test metrics (confusion matrix included) and the
-  training time.
+  version, the architecture ``spec``, the ``seed``, the training ``recipe``, the
+  per-epoch ``history``, the test ``metrics`` (confusion matrix included) and
+  the training time.
 
-Nothing in it is pickled, and loading uses ``allow_pickle=False``: a model file
-can carry numbers only, never code. A file that is not a valid model, for any
-reason, raises ``ModelFileError`` saying what is wrong, and nothing is loaded.
-Saving writes a temporary file beside the target and renames it into place, so
-a crash mid-write never leaves a half-written model.
+Files of format version 1 (``digitlab-mlp``: a multi-layer perceptron with
+arrays ``W0, b0, W1, ...``), written before networks were built from specs,
+still load and predict identically.
+
+Nothing in a model file is pickled and loading uses ``allow_pickle=False``: a
+model file can carry numbers only, never code. A model file is hostile input:
+before any array is read, the header's spec is checked against the limits in
+``nn.architecture`` and every array's declared shape and dtype against the
+spec, so a small file cannot make the loader allocate what it declares; the
+header's other values are checked for type and size too. Any bad file raises
+``ModelFileError`` saying what is wrong, and nothing is loaded.
+
+Saving writes a temporary file beside the target and renames it into place,
+so a crash mid-write never leaves a half-written model.
 """
 
 import json
@@ -26,12 +36,17 @@ from pathlib import Path
 
 import numpy as np
 
+from .architecture import check_spec, mlp_spec
+from .network import Network
+
 __all__ = ["save", "load", "ModelFileError", "FORMAT", "FORMAT_VERSION", "MAX_FILE_BYTES"]
 
-FORMAT = "digitlab-mlp"
-FORMAT_VERSION = 1
+FORMAT = "digitlab-network"
+FORMAT_VERSION = 2
+LEGACY_FORMAT = "digitlab-mlp"    # format version 1
 MAX_FILE_BYTES = 256 * 2**20      # refuse larger files before reading them
 MAX_HEADER_BYTES = 4 * 2**20
+MAX_HISTORY = 10_000
 _NPY_OVERHEAD = 4096              # an .npy member's own header, generously
 
 
@@ -39,8 +54,8 @@ class ModelFileError(ValueError):
     """The file is not a valid Digit Lab model; the message says why."""
 
 
-def _array_names(n_dense):
-    return [f"{kind}{i}" for i in range(n_dense) for kind in ("W", "b")]
+def _array_names(model):
+    return [f"{i}.{p.name}" for i, layer in enumerate(model.layers) for p in layer.parameters()]
 
 
 def save(model, path):
@@ -53,9 +68,10 @@ def save(model, path):
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "config": model.config,
+        "spec": model.spec,
         "seed": model.seed,
-        "hyperparams": model.hyperparams,
+        "recipe": model.recipe,
+        "trained_on": model.trained_on,
         "history": model.history,
         "metrics": model.metrics,
         "train_seconds": float(model.train_seconds),
@@ -63,9 +79,8 @@ def save(model, path):
     }
     header_bytes = json.dumps(header, allow_nan=False).encode("utf-8")
     arrays = {"header": np.frombuffer(header_bytes, dtype=np.uint8)}
-    for i, layer in enumerate(model.dense_layers):
-        arrays[f"W{i}"] = np.ascontiguousarray(layer.W, dtype=np.float32)
-        arrays[f"b{i}"] = np.ascontiguousarray(layer.b, dtype=np.float32)
+    for name, p in zip(_array_names(model), model.parameters()):
+        arrays[name] = np.ascontiguousarray(p.value, dtype=np.float32)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -88,6 +103,67 @@ def _fail(path, why):
     raise ModelFileError(f"{Path(path).name}: not a valid model file: {why}")
 
 
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _scalar_or_list(v):
+    if v is None or isinstance(v, bool) or _number(v):
+        return True
+    if isinstance(v, str):
+        return len(v) <= 200
+    if isinstance(v, list):
+        return len(v) <= 64 and all(_number(x) for x in v)
+    return False
+
+
+def _check_header_values(header, n_classes, path):
+    """Types and sizes of everything besides the weights: the app shows these
+    values, so a file must not be able to make it choke on them."""
+    for key, kind in (("recipe", dict), ("history", list), ("metrics", dict)):
+        if not isinstance(header.get(key), kind):
+            _fail(path, f"its header has no valid {key!r}")
+    trained_on = header.get("trained_on", {})
+    if not isinstance(trained_on, dict):
+        _fail(path, "its header has no valid 'trained_on'")
+    for key, values in (("recipe", header["recipe"]), ("trained_on", trained_on)):
+        if len(values) > 100 or not all(isinstance(k, str) and len(k) <= 60 and _scalar_or_list(v)
+                                        for k, v in values.items()):
+            _fail(path, f"its {key} holds values that are not settings")
+    history = header["history"]
+    if len(history) > MAX_HISTORY:
+        _fail(path, f"its history has {len(history):,} epochs (at most {MAX_HISTORY:,})")
+    for record in history:
+        if not (isinstance(record, dict) and len(record) <= 20 and isinstance(record.get("epoch"), int)
+                and all(isinstance(k, str) and (v is None or _number(v)) for k, v in record.items())):
+            _fail(path, "its history holds an entry that is not an epoch record")
+    metrics = header["metrics"]
+    if metrics:
+        cm = metrics.get("confusion_matrix")
+        ok = (_number(metrics.get("accuracy")) and 0 <= metrics["accuracy"] <= 1
+              and isinstance(metrics.get("n"), int) and metrics["n"] >= 0
+              and isinstance(cm, list) and len(cm) == n_classes
+              and all(isinstance(row, list) and len(row) == n_classes
+                      and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in row)
+                      for row in cm))
+        per_class = metrics.get("per_class")
+        ok = ok and isinstance(per_class, dict) and all(
+            isinstance(per_class.get(k), list) and len(per_class[k]) == n_classes
+            and all(_number(v) for v in per_class[k]) for k in ("precision", "recall", "f1", "support"))
+        ok = ok and all(isinstance(metrics.get(avg), dict)
+                        and all(_number(metrics[avg].get(k)) for k in ("precision", "recall", "f1"))
+                        for avg in ("macro", "weighted"))
+        ok = ok and ("loss" not in metrics or _number(metrics["loss"]))
+        if not ok:
+            _fail(path, f"its test metrics are not a {n_classes}-class report")
+    seconds = header.get("train_seconds", 0.0)
+    if not (_number(seconds) and seconds >= 0):
+        _fail(path, "its training time is not a number of seconds")
+    seed = header.get("seed", 0)
+    if not (isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**63):
+        _fail(path, f"its seed {seed!r} is not a whole number")
+
+
 def _read_header(npz, path):
     raw = npz["header"]
     if raw.dtype != np.uint8 or raw.ndim != 1:
@@ -96,19 +172,44 @@ def _read_header(npz, path):
         header = json.loads(raw.tobytes().decode("utf-8"))
     except (ValueError, RecursionError) as e:  # bad UTF-8 or JSON, a 5000-digit int, [[[[...
         _fail(path, f"its header is not valid JSON ({type(e).__name__}: {e})")
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
+    if not isinstance(header, dict) or header.get("format") not in (FORMAT, LEGACY_FORMAT):
         _fail(path, f"it is not a {FORMAT} file")
     version = header.get("format_version")
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         _fail(path, f"unknown format version {version!r}")
     if version > FORMAT_VERSION:
         _fail(path, f"it was written in format version {version}, newer than this program "
                     f"reads ({FORMAT_VERSION}); update Digit Lab")
-    for key, kind in (("config", dict), ("history", list), ("metrics", dict),
-                      ("hyperparams", dict)):
-        if not isinstance(header.get(key), kind):
-            _fail(path, f"its header has no valid {key!r}")
+    if (header["format"] == LEGACY_FORMAT) != (version == 1):
+        _fail(path, f"format {header['format']!r} does not go with version {version}")
     return header
+
+
+def _legacy_header(header, path):
+    """A version-1 header (multi-layer perceptron) in today's terms: its spec, its
+    hyperparameters as a recipe, and the array names of each parameter."""
+    config = header.get("config")
+    if not isinstance(config, dict):
+        _fail(path, "its header has no valid 'config'")
+    try:
+        hidden = config["hidden"]
+        if not isinstance(hidden, list) or len(hidden) > 64:
+            raise ValueError("hidden must be a list of widths")
+        spec = mlp_spec(hidden, config["activation"], config["dropout"],
+                        n_inputs=config["n_inputs"], n_classes=config["n_classes"])
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        _fail(path, f"its architecture is invalid ({e})")
+    hyper = header.get("hyperparams", {})
+    if not isinstance(hyper, dict):
+        _fail(path, "its header has no valid 'hyperparams'")
+    recipe = {"conv": [], "hidden": list(hidden), "activation": config["activation"],
+              "dropout": config["dropout"],
+              **{k: v for k, v in hyper.items()
+                 if k not in ("n_train", "limit", "betas", "eps") and v is not None}}
+    trained_on = {k: hyper[k] for k in ("n_train",) if k in hyper}
+    converted = {**header, "spec": spec, "recipe": recipe, "trained_on": trained_on}
+    names = [f"{kind}{i}" for i in range(len(hidden) + 1) for kind in ("W", "b")]
+    return converted, names
 
 
 def _npy_header(zf, member, path):
@@ -126,22 +227,11 @@ def _npy_header(zf, member, path):
     return shape, dtype
 
 
-def _check_declared_size(config, file_size, path):
-    """Refuse a header that declares more weights than the file can hold, before
-    allocating them (a 100-byte file must not make us allocate gigabytes)."""
-    try:
-        sizes = [int(config["n_inputs"]), *map(int, config["hidden"]), int(config["n_classes"])]
-    except (KeyError, TypeError, ValueError) as e:
-        _fail(path, f"its architecture is invalid ({e})")
-    n_params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
-    if n_params * 4 > file_size:
-        _fail(path, f"its header declares {n_params:,} weights but the file is only {file_size:,} bytes")
-
-
 def load(path):
-    """Read a model written by ``save``. Raises ``ModelFileError`` for any bad file."""
-    from .network import Network
+    """Read a model written by ``save`` (or by format version 1).
 
+    Raises ``ModelFileError`` for any bad file; nothing is half-loaded.
+    """
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -170,37 +260,39 @@ def load(path):
             if dtype != np.uint8 or len(shape) != 1 or shape[0] > MAX_HEADER_BYTES:
                 _fail(path, "its header is not a JSON byte string")
             header = _read_header(npz, path)
-            _check_declared_size(header["config"], size, path)
+            legacy_names = None
+            if header["format_version"] == 1:
+                header, legacy_names = _legacy_header(header, path)
             try:
-                model = Network(**{k: header["config"][k] for k in
-                                   ("hidden", "activation", "dropout", "n_inputs", "n_classes")},
-                                seed=int(header.get("seed", 0)))
-            except (KeyError, TypeError, ValueError, OverflowError) as e:  # OverflowError: seed 1e999
+                _, n_classes, n_params = check_spec(header.get("spec"))
+            except (TypeError, ValueError, OverflowError) as e:
                 _fail(path, f"its architecture is invalid ({e})")
-            expected = _array_names(len(model.dense_layers))
+            if n_params * 4 > size:  # float32 weights are stored uncompressed
+                _fail(path, f"its header declares {n_params:,} weights but the file is only "
+                            f"{size:,} bytes")
+            _check_header_values(header, n_classes, path)
+            model = Network(header["spec"], seed=header.get("seed", 0))
+            expected = legacy_names or _array_names(model)
             missing = sorted(set(expected) - names)
             extra = sorted(names - set(expected) - {"header"})
             if missing:
                 _fail(path, f"missing arrays: {', '.join(missing)}")
             if extra:
                 _fail(path, f"unexpected arrays: {', '.join(extra[:5])}")
-            params = model.parameters()
             arrays = []
-            for name, param in zip(expected, params):
-                # Check the declared size before reading, so a huge array is never loaded
-                # (8 bytes per entry: a float64 array gets the dtype message below).
+            for name, param in zip(expected, model.parameters()):
+                # The declared size, before reading: a huge array is never loaded
+                # (8 bytes per entry, so a float64 array gets the dtype message below).
                 if members[f"{name}.npy"].file_size > 8 * param.value.size + _NPY_OVERHEAD:
                     _fail(path, f"array {name} is larger than the architecture allows")
-                shape, dtype = _npy_header(npz.zip, f"{name}.npy", path)  # before allocating anything
+                shape, dtype = _npy_header(npz.zip, f"{name}.npy", path)
                 if dtype != np.float32:
                     _fail(path, f"array {name} has dtype {dtype}, expected float32")
                 if shape != param.value.shape:
                     _fail(path, f"array {name} has shape {shape}, expected {param.value.shape}")
                 a = npz[name]
-                if a.dtype != np.float32:
-                    _fail(path, f"array {name} has dtype {a.dtype}, expected float32")
-                if a.shape != param.value.shape:
-                    _fail(path, f"array {name} has shape {a.shape}, expected {param.value.shape}")
+                if a.dtype != np.float32 or a.shape != param.value.shape:
+                    _fail(path, f"array {name} is not what its header declared")
                 if not np.isfinite(a).all():
                     _fail(path, f"array {name} contains NaN or infinite values")
                 arrays.append(a)
@@ -214,9 +306,9 @@ def load(path):
         # (compression method), RuntimeError (encrypted), tokenize.TokenError (.npy header), ...
         _fail(path, f"the archive is damaged ({type(e).__name__}: {e})")
     model.set_weights(arrays)
-    model.hyperparams = header["hyperparams"]
+    model.recipe = header["recipe"]
+    model.trained_on = header.get("trained_on", {})
     model.history = header["history"]
     model.metrics = header["metrics"]
-    seconds = header.get("train_seconds", 0.0)
-    model.train_seconds = float(seconds) if isinstance(seconds, (int, float)) and math.isfinite(seconds) else 0.0
+    model.train_seconds = float(header.get("train_seconds", 0.0))
     return model

@@ -1,13 +1,15 @@
-"""The training loop: mini-batch gradient descent with callbacks and a history.
+"""Training: ``train`` (a recipe and MNIST in, a trained and evaluated network
+out) and the loop under it, ``fit``: mini-batch gradient descent with
+augmentation, validation, callbacks and a history.
 
-``fit`` computes and returns; it never prints. Whoever calls it (the CLI's
-progress bar, the app's live curves) hangs a ``Callback`` on it:
+Both compute and return; they never print. Whoever calls them (the CLI's
+progress bar, the app's live curves) hangs a ``Callback`` on them:
 
     class Printer(Callback):
         def on_epoch_end(self, record):
             print(record["epoch"], record["val_acc"])
 
-    history = fit(model, X, y, optimizer="adam", lr=1e-3, epochs=5, callbacks=[Printer()])
+    model = train(Recipe(epochs=5), nn.data.load_mnist(), callbacks=[Printer()])
 
 A callback method that returns True stops training after the current batch.
 A stop in the middle of an epoch puts the weights back as they were at the
@@ -19,15 +21,19 @@ import time
 
 import numpy as np
 
-from .blas import training_threads
+from . import speed
+from .architecture import count_macs
+from .augment import Augmenter, Prefetcher
 from .losses import SoftmaxCrossEntropy
-from .optim import Optimizer, lr_at_epoch, make_optimizer, SCHEDULES
+from .network import Network
+from .optim import Optimizer, lr_at_epoch, make_optimizer
+from .recipe import Recipe
 
-__all__ = ["fit", "Callback", "TrainingDiverged", "split_validation", "MAX_EPOCHS",
+__all__ = ["train", "fit", "Callback", "TrainingDiverged", "split_validation", "MAX_EPOCHS",
            "MAX_BATCH_SIZE"]
 
-MAX_EPOCHS = 1000
-MAX_BATCH_SIZE = 65536
+MAX_EPOCHS = int(Recipe.__dataclass_fields__["epochs"].metadata["setting"].high)
+MAX_BATCH_SIZE = int(Recipe.__dataclass_fields__["batch_size"].metadata["setting"].high)
 
 
 class TrainingDiverged(RuntimeError):
@@ -42,7 +48,8 @@ class Callback:
     """Hooks called by ``fit``. Override what you need; return True to stop.
 
     - ``on_train_begin(info)``: ``info`` has ``epochs``, ``batches_per_epoch``,
-      ``n_train``, ``n_val``.
+      ``n_train``, ``n_val`` and ``model`` (the network being trained: read it,
+      e.g. to keep a picture of its weights, but do not change it).
     - ``on_batch_end(info)``: ``info`` has ``epoch`` (1-based), ``batch``
       (1-based), ``batches_per_epoch``, ``loss`` (this batch), ``progress``
       (fraction of the whole run done, 0..1) and ``elapsed`` (seconds).
@@ -64,10 +71,8 @@ class Callback:
 
 
 def split_validation(n, val_size, rng):
-    """Indices ``(train, val)`` for a random hold-out of ``val_size``.
-
-    ``val_size`` is a fraction in [0, 1) or a whole number of samples.
-    """
+    """Indices ``(train, val)`` for a random hold-out of ``val_size``: a fraction
+    in [0, 1) or a whole number of samples below ``n``."""
     if isinstance(val_size, (float, np.floating)) and 0 <= val_size < 1:
         n_val = int(round(n * val_size))
     elif isinstance(val_size, (int, np.integer)) and not isinstance(val_size, bool) and 0 <= val_size < n:
@@ -92,51 +97,95 @@ def _check_data(X, y, n_inputs, n_classes, what):
     return X, y.astype(np.int64, copy=False)
 
 
-def fit(model, X, y, *, optimizer="adam", lr=1e-3, momentum=0.9, nesterov=False, l2=0.0,
-        epochs=10, batch_size=128, val_size=0.1, validation_data=None, schedule="none",
-        seed=0, callbacks=()):
-    """Train ``model`` on ``X`` (n, 784) float32 in [0, 1] and ``y`` (n,) ints.
+ARCHITECTURE = ("conv", "kernel", "hidden", "activation", "dropout")  # recipe settings fit does not use
 
-    Parameters
-    ----------
-    optimizer : "sgd", "momentum", "adam" or an ``Optimizer`` built on
-        ``model.parameters()`` (then ``lr``, ``momentum``, ``nesterov``, ``l2`` are ignored).
-    epochs, batch_size : int
-    val_size : fraction or count held out of ``X`` for validation, ignored when
-        ``validation_data=(X_val, y_val)`` is given.
-    schedule : "none", "step" or "cosine" learning-rate schedule over the epochs.
-    seed : seeds the validation split and the shuffling; with the model's own
-        seed (initialisation, dropout) the same inputs give identical weights.
-    callbacks : ``Callback`` objects.
 
-    Returns the history: a list with one dict per epoch (``epoch``,
-    ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``seconds``,
-    ``lr``), also appended to ``model.history``. Raises ``TrainingDiverged``
-    when the loss stops being finite (weights restored to the last good epoch).
+def _builds(recipe, model):
+    """True if ``recipe``'s architecture settings build exactly ``model``'s spec."""
+    try:
+        return recipe.spec() == model.spec
+    except ValueError:
+        return False
+
+
+class _Batches:
+    """The plain counterpart of ``Prefetcher``: makes each batch when asked."""
+
+    def __init__(self, make, perm, n):
+        self._make, self._perm, self._n = make, perm, n
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __iter__(self):
+        return (self._make(self._perm, b) for b in range(self._n))
+
+
+def train(recipe, data, *, callbacks=()):
+    """Build the network ``recipe`` describes, train it and evaluate it: the one
+    training function behind ``train.py`` and the app's Retrain tab.
+
+    ``data`` is ``((X_train, y_train), (X_test, y_test))`` as ``nn.data.load_mnist``
+    returns it; the first ``recipe.n_images`` training images are used. Returns the
+    network with its history and its test report in ``metrics``. Raises
+    ``ValueError`` for a bad recipe, ``TrainingDiverged`` when the loss explodes.
+    A network stopped by a callback before its first epoch ends has an empty history.
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or not 1 <= epochs <= MAX_EPOCHS:
-        raise ValueError(f"epochs must be an integer in [1, {MAX_EPOCHS}], got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not 1 <= batch_size <= MAX_BATCH_SIZE:
-        raise ValueError(f"batch_size must be an integer in [1, {MAX_BATCH_SIZE}], got {batch_size!r}")
-    if schedule not in SCHEDULES and schedule is not None:
-        raise ValueError(f"schedule: unknown {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    n_in, n_cls = model.config["n_inputs"], model.config["n_classes"]
+    recipe = recipe.check()
+    (X, y), (X_test, y_test) = data
+    n = min(recipe.n_images, len(X))
+    model = Network(recipe.spec(), seed=recipe.seed)
+    fit(model, X[:n], y[:n], recipe, callbacks=callbacks)
+    if model.history:
+        model.metrics = model.evaluate(X_test, y_test)
+    return model
+
+
+def fit(model, X, y, recipe=None, *, callbacks=(), validation_data=None, optimizer=None,
+        **settings):
+    """Train ``model`` on ``X`` (n, 784) floats in [0, 1] and ``y`` (n,) ints.
+
+    The training settings (optimizer, lr, momentum, nesterov, l2, schedule,
+    batch_size, epochs, val_size, seed and the augmentations) come from
+    ``recipe`` (an ``nn.Recipe``; default ``Recipe()``) with any ``settings``
+    given as keywords on top, e.g. ``fit(model, X, y, lr=0.01, epochs=3)``. Its
+    architecture settings are not used: the model is already built.
+    ``validation_data=(X_val, y_val)`` replaces the random hold-out of
+    ``val_size``. ``optimizer``: a name ("sgd", "momentum", "adam") like any
+    setting, or an ``Optimizer`` built on ``model.parameters()`` to use instead
+    of the recipe's (then lr, momentum, nesterov and l2 are ignored).
+
+    Returns the history: one dict per epoch (``epoch``, ``train_loss``,
+    ``train_acc``, ``val_loss``, ``val_acc``, ``seconds``, ``lr``), also appended
+    to ``model.history``. Raises ``TrainingDiverged`` when the loss stops being
+    finite (weights restored to the last good epoch).
+    """
+    if isinstance(optimizer, str):  # a recipe setting, like the other keywords
+        settings["optimizer"], optimizer = optimizer, None
+    recipe = (recipe or Recipe()).replace(**settings) if settings else (recipe or Recipe())
+    problems = {k: v for k, v in recipe.problems().items() if k not in ARCHITECTURE}
+    if problems:
+        raise ValueError(next(iter(problems.values())))
+    n_in, n_cls = model.n_inputs, model.n_classes
     X, y = _check_data(X, y, n_in, n_cls, "training")
-    rng = np.random.default_rng(seed)
-    dtype = model.dense_layers[0].W.dtype
+    rng = np.random.default_rng(recipe.seed)
+    dtype = model.parameters()[0].value.dtype
 
     if validation_data is not None:
         X_val, y_val = _check_data(*validation_data, n_in, n_cls, "validation")
         X_train, y_train = X, y
     else:
-        train_idx, val_idx = split_validation(len(X), val_size, rng)
+        train_idx, val_idx = split_validation(len(X), recipe.val_size, rng)
         if len(val_idx):
             X_train, y_train = X[train_idx], y[train_idx]
-        else:  # nothing held out (train_idx is 0..n-1): train on X itself, no copy
+        else:  # nothing held out: train on X itself, no copy
             X_train, y_train = X, y
         X_val, y_val = X[val_idx], y[val_idx]
     X_train = np.ascontiguousarray(X_train, dtype=dtype)
-    n = len(X_train)
+    n, batch_size, epochs = len(X_train), recipe.batch_size, recipe.epochs
     if n == 0:
         raise ValueError("no training samples left after the validation split")
     if batch_size > n:
@@ -144,77 +193,100 @@ def fit(model, X, y, *, optimizer="adam", lr=1e-3, momentum=0.9, nesterov=False,
 
     if isinstance(optimizer, Optimizer):
         opt = optimizer
+    elif optimizer is not None:
+        raise TypeError(f"optimizer must be an nn.Optimizer (or set it in the recipe), got {optimizer!r}")
     else:
-        opt = make_optimizer(optimizer, model.parameters(), lr=lr, momentum=momentum,
-                             nesterov=nesterov, weight_decay=l2)
+        opt = make_optimizer(recipe.optimizer, model.parameters(), lr=recipe.lr,
+                             momentum=recipe.momentum, nesterov=recipe.nesterov, l2=recipe.l2)
     base_lr = opt.lr
-    hp = opt.hyperparams()
-    model.hyperparams = {"optimizer": hp["optimizer"], "lr": base_lr, "momentum": hp.get("momentum"),
-                         "nesterov": hp.get("nesterov", False), "l2": hp["l2"],
-                         "batch_size": int(batch_size), "epochs": int(epochs),
-                         "schedule": schedule or "none", "val_size": len(X_val), "n_train": n,
-                         "seed": int(seed)}
+    settings_used = recipe.to_dict()
+    settings_used.update({k: v for k, v in opt.hyperparams().items()
+                          if k in ("optimizer", "lr", "momentum", "nesterov", "l2")})
+    if not _builds(recipe, model):  # a network built by hand: its spec says what it is
+        for name in ARCHITECTURE:
+            settings_used.pop(name)
+
+    def note_run():
+        """What this run did, into the model (only once it has trained)."""
+        model.recipe = settings_used
+        model.trained_on = {"n_train": n, "n_val": len(X_val)}
+    augmenter = Augmenter.from_recipe(recipe)
+    batch_rng = np.random.default_rng([recipe.seed, 1])   # augmentation's own stream
 
     loss_fn = SoftmaxCrossEntropy()
     batches = math.ceil(n / batch_size)
-    x_buf = np.empty((batch_size, n_in), dtype=dtype)  # the batch is gathered here: no allocation per step
     history = []
     good_weights = model.get_weights()
     start_time = time.perf_counter()
     for cb in callbacks:
         cb.on_train_begin({"epochs": epochs, "batches_per_epoch": batches, "n_train": n,
-                           "n_val": len(X_val)})
+                           "n_val": len(X_val), "model": model})
+
+    def make_batch(perm, b):
+        idx = perm[b * batch_size:(b + 1) * batch_size]
+        xb = X_train[idx]
+        if augmenter.active:
+            xb = augmenter(xb, batch_rng)
+        return xb.reshape(len(idx), *model.input_shape), y_train[idx]
 
     stop = False
-    with training_threads(batch_size * model.n_parameters):  # see nn.blas
-        for epoch in range(epochs):
-            epoch_start = time.perf_counter()
-            opt.lr = lr_at_epoch(schedule, base_lr, epoch, epochs)
-            perm = rng.permutation(n)  # reshuffle every epoch
-            loss_sum, correct = 0.0, 0
-            for b in range(batches):
-                idx = perm[b * batch_size:(b + 1) * batch_size]
-                xb = np.take(X_train, idx, axis=0, out=x_buf[:len(idx)], mode="clip")
-                yb = y_train[idx]
-                logits = model.forward(xb, training=True)
-                loss = loss_fn.forward(logits, yb)
-                if not math.isfinite(loss):
+    try:
+        with speed.training_threads(batch_size * count_macs(model.spec)):
+            for epoch in range(epochs):
+                epoch_start = time.perf_counter()
+                opt.lr = lr_at_epoch(recipe.schedule, base_lr, epoch, epochs)
+                perm = rng.permutation(n)  # reshuffle every epoch
+                loss_sum, correct, b = 0.0, 0, 0
+                # Augmented batches are made in a worker thread while the network trains.
+                with (Prefetcher(lambda i: make_batch(perm, i), batches) if augmenter.active
+                      else _Batches(make_batch, perm, batches)) as batches_iter:
+                    for b, (xb, yb) in enumerate(batches_iter):
+                        logits = model.forward(xb, training=True)
+                        loss = loss_fn.forward(logits, yb)
+                        if not math.isfinite(loss):
+                            model.set_weights(good_weights)
+                            note_run()
+                            model.history.extend(history)
+                            raise TrainingDiverged(
+                                f"training diverged in epoch {epoch + 1} (loss became {loss}); "
+                                f"try a smaller learning rate than {opt.lr:g}", history)
+                        correct += int(np.count_nonzero(loss_fn.predicted == yb))
+                        loss_sum += loss * len(yb)
+                        model.backward(loss_fn.backward())
+                        opt.step()
+                        info = {"epoch": epoch + 1, "batch": b + 1, "batches_per_epoch": batches,
+                                "loss": loss,
+                                "progress": (epoch * batches + b + 1) / (epochs * batches),
+                                "elapsed": time.perf_counter() - start_time}
+                        if any([cb.on_batch_end(info) for cb in callbacks]):
+                            stop = True
+                            break
+                if stop and b + 1 < batches:
+                    model.set_weights(good_weights)  # back to the end of the last finished epoch
+                    break
+                val_loss, val_acc = (model.loss_and_accuracy(X_val, y_val) if len(X_val)
+                                     else (None, None))
+                if val_loss is not None and not math.isfinite(val_loss):
                     model.set_weights(good_weights)
+                    note_run()
                     model.history.extend(history)
                     raise TrainingDiverged(
-                        f"training diverged in epoch {epoch + 1} (loss became {loss}); "
+                        f"training diverged in epoch {epoch + 1} (validation loss {val_loss}); "
                         f"try a smaller learning rate than {opt.lr:g}", history)
-                correct += int(np.count_nonzero(loss_fn.predicted == yb))
-                loss_sum += loss * len(idx)
-                model.backward(loss_fn.backward())
-                opt.step()
-                info = {"epoch": epoch + 1, "batch": b + 1, "batches_per_epoch": batches,
-                        "loss": loss, "progress": (epoch * batches + b + 1) / (epochs * batches),
-                        "elapsed": time.perf_counter() - start_time}
-                if any([cb.on_batch_end(info) for cb in callbacks]):
-                    stop = True
+                record = {"epoch": epoch + 1, "train_loss": loss_sum / n,
+                          "train_acc": correct / n, "val_loss": val_loss, "val_acc": val_acc,
+                          "seconds": time.perf_counter() - epoch_start, "lr": opt.lr}
+                history.append(record)
+                good_weights = model.get_weights()
+                if any([cb.on_epoch_end(record) for cb in callbacks]) or stop:
                     break
-            if stop and b + 1 < batches:
-                model.set_weights(good_weights)  # back to the end of the last finished epoch
-                break
-            val_loss, val_acc = (model.loss_and_accuracy(X_val, y_val) if len(X_val)
-                                 else (None, None))
-            if val_loss is not None and not math.isfinite(val_loss):
-                model.set_weights(good_weights)
-                model.history.extend(history)
-                raise TrainingDiverged(
-                    f"training diverged in epoch {epoch + 1} (validation loss {val_loss}); "
-                    f"try a smaller learning rate than {opt.lr:g}", history)
-            record = {"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n,
-                      "val_loss": val_loss, "val_acc": val_acc,
-                      "seconds": time.perf_counter() - epoch_start, "lr": opt.lr}
-            history.append(record)
-            good_weights = model.get_weights()
-            if any([cb.on_epoch_end(record) for cb in callbacks]) or stop:
-                break
+    finally:
+        model.forget_training_state()
 
+    if history:
+        note_run()
     model.history.extend(history)
-    model.train_seconds = float(getattr(model, "train_seconds", 0.0) + sum(r["seconds"] for r in history))
+    model.train_seconds = float(model.train_seconds + sum(r["seconds"] for r in history))
     for cb in callbacks:
         cb.on_train_end(history)
     return history

@@ -132,3 +132,34 @@ def draw_digit(kind="7", width=0.12):
         for p in (pts[0], pts[-1]):
             draw.ellipse([p[0] - w / 2, p[1] - w / 2, p[0] + w / 2, p[1] + w / 2], fill=255)
     return np.asarray(big.resize((28, 28), Image.Resampling.BOX), np.float32) / 255.0
+
+
+def fabric_json(kind="7", box=(0.2, 0.15, 0.6, 0.7), width=18, size=280, steps=12):
+    """The stroke data the canvas component sends for a digit drawn by a person:
+    fabric.js JSON with one "Path" object per stroke (its points as M, Q and L
+    commands in canvas pixels), like streamlit-drawable-canvas 0.13 sends.
+
+    ``kind`` names one of the paths above; ``box`` is (left, top, width, height)
+    of the digit as fractions of the canvas; each straight piece of a path is
+    drawn as ``steps`` pen positions, as a mouse moving along it would be.
+    """
+    left, top, bw, bh = box
+    objects = []
+    for path in _PATHS[kind]:
+        points = []
+        for a, b in zip(path[:-1], path[1:]):
+            for t in np.linspace(0, 1, steps, endpoint=False):
+                points.append((a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t))
+        points.append(path[-1])
+        pix = [(size * (left + x * bw), size * (top + y * bh)) for x, y in points]
+        commands = [["M", *pix[0]]]
+        # fabric's pencil: a quadratic curve through the midpoint of each pair of points
+        for p, q in zip(pix[:-1], pix[1:]):
+            commands.append(["Q", p[0], p[1], (p[0] + q[0]) / 2, (p[1] + q[1]) / 2])
+        commands.append(["L", *pix[-1]])
+        objects.append({"type": "Path", "version": "7.4.0", "originX": "center", "originY": "center",
+                        "left": 0, "top": 0, "stroke": "#FFFFFF", "strokeWidth": width,
+                        "strokeLineCap": "round", "strokeLineJoin": "round", "scaleX": 1,
+                        "scaleY": 1, "angle": 0, "skewX": 0, "skewY": 0, "fill": None,
+                        "path": [[c[0], *map(float, c[1:])] for c in commands]})
+    return {"version": "7.4.0", "objects": objects, "background": "#000000"}

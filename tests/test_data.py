@@ -4,7 +4,6 @@ import gzip
 import hashlib
 import io
 import os
-import struct
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -12,28 +11,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import idx_images, idx_labels, offline, write_mnist
 from nn import data
 from nn.data import DataError, load_mnist, mnist_available, one_hot, resolve_data_dir
 
+assert offline  # no test may use the network or see a stale cache
+pytestmark = pytest.mark.usefixtures("offline")
 NAMES = data.FILES  # key -> file name
 
 
 # ---------------------------------------------------------------- helpers
-def idx_images(images, magic=2051, count=None, rows=None, cols=None):
-    """Raw IDX3 bytes for uint8 images of shape (n, r, c); header fields can be overridden."""
-    images = np.asarray(images, dtype=np.uint8)
-    n, r, c = images.shape
-    header = struct.pack(">IIII", magic, n if count is None else count,
-                         r if rows is None else rows, c if cols is None else cols)
-    return header + images.tobytes()
-
-
-def idx_labels(labels, magic=2049, count=None):
-    """Raw IDX1 bytes for uint8 labels of shape (n,)."""
-    labels = np.asarray(labels, dtype=np.uint8)
-    return struct.pack(">II", magic, len(labels) if count is None else count) + labels.tobytes()
-
-
 def synthetic(seed=0, n_train=7, n_test=3):
     rng = np.random.default_rng(seed)
     arrays = {
@@ -56,24 +43,8 @@ def write_dataset(folder, arrays=None, overrides=None, compress=True):
     arrays = synthetic() if arrays is None else arrays
     raws = raw_files(arrays)
     raws.update(overrides or {})
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, raw in raws.items():
-        if compress:
-            (folder / name).write_bytes(gzip.compress(raw))
-        else:
-            (folder / name[:-3]).write_bytes(raw)
+    write_mnist(folder, raws, compress)
     return arrays
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch):
-    """No test may use the network or see a stale cache."""
-    def no_network(*args, **kwargs):
-        raise AssertionError("test tried to reach the network")
-    monkeypatch.setattr(urllib.request, "urlopen", no_network)
-    data.clear_cache()
-    yield
-    data.clear_cache()
 
 
 # ---------------------------------------------------------------- round trip

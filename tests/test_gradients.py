@@ -1,11 +1,13 @@
 """Backpropagation against central finite differences, in float64.
 
-Every analytic gradient the engine computes (Dense, each activation, Dropout,
-the fused softmax-cross-entropy, whole networks, the saliency map) is compared
+Every analytic gradient the engine computes (Dense, Conv2D, MaxPool2D, each
+activation, Dropout, the fused softmax-cross-entropy, whole multi-layer and
+convolutional networks, the saliency map and SmoothGrad) is compared
 with ``(f(x + eps) - f(x - eps)) / (2 eps)``; in float64 with eps = 1e-6 the two
 agree to about 1e-9 relative, so a threshold of 1e-6 catches any real mistake
 (a missing factor, a transposed matrix, a buffer overwritten too early).
-A tiny network worked out by hand pins the exact numbers as well.
+A tiny network and a convolution worked out by hand pin the exact numbers as
+well, and a convolution written as plain loops is an independent reference.
 """
 
 import math
@@ -15,7 +17,8 @@ import pytest
 
 import nn
 from nn.activations import ACTIVATIONS
-from nn.layers import Dense, Dropout
+from nn.conv import Conv2D, MaxPool2D
+from nn.layers import Dense, Dropout, Flatten
 from nn.losses import SoftmaxCrossEntropy
 
 EPS = 1e-6
@@ -67,7 +70,7 @@ def test_dense_gradients():
     G = rng.standard_normal((4, 3))  # L = sum(G * Y), so dL/dY = G
 
     def loss():
-        return float(np.sum(G * layer.forward(X)))
+        return float(np.sum(G * layer.forward(X, training=True)))
 
     loss()
     dX = layer.backward(G.copy())
@@ -89,7 +92,7 @@ def test_activation_gradients(name):
     G = rng.standard_normal((6, 7))
 
     def loss():
-        return float(np.sum(G * act.forward(X.copy())))
+        return float(np.sum(G * act.forward(X.copy(), training=True)))
 
     loss()
     dX = act.backward(G.copy())
@@ -109,9 +112,10 @@ REFERENCE = {
 def test_activation_forward_matches_formula_and_keeps_input(name):
     x = np.linspace(-30, 30, 61)
     original = x.copy()
-    y = ACTIVATIONS[name]().forward(x)
-    np.testing.assert_allclose(y, REFERENCE[name](original), rtol=1e-12, atol=1e-15)
-    np.testing.assert_array_equal(x, original)  # inplace=False never writes into the input
+    for training in (False, True):
+        y = ACTIVATIONS[name]().forward(x, training=training)
+        np.testing.assert_allclose(y, REFERENCE[name](original), rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(x, original)  # never writes into its input
 
 
 def test_sigmoid_does_not_overflow_for_large_negative_inputs():
@@ -137,9 +141,14 @@ def test_dropout_gradient_with_fixed_mask():
     loss()
     dX = layer.backward(G.copy())
     assert rel_error(dX, numeric_grad(loss, X)) < TOL
-    # at test time dropout is the identity, forward and backward
+    # at test time dropout is the identity, and inference leaves the training state alone
+    mask = layer.mask.copy()
     assert np.array_equal(layer.forward(X, training=False), X)
-    assert np.array_equal(layer.backward(G.copy()), G)
+    np.testing.assert_array_equal(layer.mask, mask)
+    # with p = 0 training is the identity too, forward and backward
+    identity = Dropout(0.0)
+    assert np.array_equal(identity.forward(X, training=True), X)
+    assert np.array_equal(identity.backward(G.copy()), G)
 
 
 def test_dropout_random_mask_is_inverted_dropout():
@@ -187,8 +196,8 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits():
 def make_network(activation, dropout, batch, seed=0):
     """A float64 6-7-5-4 network with nonzero biases and, with dropout, fixed masks."""
     rng = np.random.default_rng(seed + 100)
-    model = nn.Network(hidden=(7, 5), activation=activation, dropout=dropout, seed=seed,
-                       n_inputs=6, n_classes=4).astype(np.float64)
+    model = nn.Network(nn.mlp_spec((7, 5), activation, dropout, n_inputs=6, n_classes=4),
+                       seed=seed).astype(np.float64)
     for layer in model.dense_layers:
         layer.bias.value[...] = rng.normal(0, 0.3, layer.bias.value.shape)
     dropouts = [l for l in model.layers if isinstance(l, Dropout)]
@@ -259,7 +268,7 @@ def test_input_gradient_is_the_class_logit_gradient(activation):
 
 
 def test_input_gradient_on_a_784_pixel_image():
-    model = nn.Network(hidden=(16,), seed=1)
+    model = nn.Network(nn.mlp_spec((16,)), seed=1)
     image = np.random.default_rng(7).uniform(0, 1, (28, 28)).astype(np.float32)
     g = model.input_gradient(image, 3)
     assert g.shape == (784,) and np.isfinite(g).all() and np.abs(g).max() > 0
@@ -272,7 +281,7 @@ def test_input_gradient_on_a_784_pixel_image():
 
 def hand_network():
     """2 inputs -> 2 hidden relu -> 2 classes with explicit float64 weights."""
-    model = nn.Network(hidden=(2,), activation="relu", n_inputs=2, n_classes=2).astype(np.float64)
+    model = nn.Network(nn.mlp_spec((2,), "relu", n_inputs=2, n_classes=2)).astype(np.float64)
     W0 = np.array([[1.0, -1.0],
                    [0.5, 1.0]])
     b0 = np.array([0.0, -2.0])
@@ -341,3 +350,160 @@ def test_hand_computed_saliency_and_batch_average():
         single.append([p.grad.copy() for p in model.parameters()])
     for g, g0, g1 in zip(batch_grads, *single):
         np.testing.assert_allclose(g, (g0 + g1) / 2, rtol=1e-14, atol=1e-16)
+
+
+# -- convolution and pooling ----------------------------------------------------------------
+
+def loop_conv(x, w, b, padding):
+    """The definition, as plain loops: y[n, o, i, j] = b[o] + sum over c, di, dj of
+    w[o, c, di, dj] * x_padded[n, c, i + di, j + dj]. Slow, obviously right."""
+    n, c, h, wd = x.shape
+    o, _, k, _ = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    oh, ow = h + 2 * padding - k + 1, wd + 2 * padding - k + 1
+    y = np.zeros((n, o, oh, ow))
+    for a in range(n):
+        for f in range(o):
+            for i in range(oh):
+                for j in range(ow):
+                    y[a, f, i, j] = b[f] + np.sum(w[f] * xp[a, :, i:i + k, j:j + k])
+    return y
+
+
+def float64_conv(in_channels, out_channels, k, padding, seed):
+    rng = np.random.default_rng(seed)
+    layer = Conv2D(in_channels, out_channels, k, padding=padding, rng=rng)
+    for p in layer.parameters():
+        to_float64(p)
+    layer.bias.value[...] = rng.standard_normal(out_channels)
+    return layer, rng
+
+
+@pytest.mark.parametrize("in_channels, out_channels, k, padding, size",
+                         [(1, 4, 3, 1, (6, 5)), (3, 2, 3, 0, (5, 6)), (2, 3, 5, 2, (7, 7)),
+                          (4, 1, 1, 0, (3, 4)), (2, 2, 4, 1, (6, 6))])
+def test_conv_matches_loops_and_finite_differences(in_channels, out_channels, k, padding, size):
+    layer, rng = float64_conv(in_channels, out_channels, k, padding, seed=8)
+    X = rng.standard_normal((2, in_channels, *size))
+    Y = layer.forward(X, training=True)
+    np.testing.assert_allclose(Y, loop_conv(X, layer.weight.value, layer.bias.value, padding),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(layer.forward(X), Y)  # inference computes the same
+    G = rng.standard_normal(Y.shape)
+
+    def loss():
+        return float(np.sum(G * layer.forward(X, training=True)))
+
+    loss()
+    dX = layer.backward(G.copy())
+    assert dX.shape == X.shape
+    assert rel_error(dX, numeric_grad(loss, X)) < TOL
+    assert rel_error(layer.weight.grad, numeric_grad(loss, layer.weight.value)) < TOL
+    assert rel_error(layer.bias.grad, numeric_grad(loss, layer.bias.value)) < TOL
+    assert np.abs(layer.weight.grad).max() > 0 and np.abs(dX).max() > 0
+
+
+def test_conv_worked_by_hand():
+    layer = Conv2D(1, 1, 2, padding=0)
+    layer.weight.value[...] = [[[[1, 2], [3, 4]]]]
+    layer.bias.value[...] = [0.5]
+    x = np.array([[[[1, 0, 2], [0, 1, 0], [3, 0, 1]]]], dtype=np.float32)
+    # y[0, 0] = 1*1 + 2*0 + 3*0 + 4*1 + 0.5 = 5.5     y[0, 1] = 1*0 + 2*2 + 3*1 + 4*0 + 0.5 = 7.5
+    # y[1, 0] = 1*0 + 2*1 + 3*3 + 4*0 + 0.5 = 11.5    y[1, 1] = 1*1 + 2*0 + 3*0 + 4*1 + 0.5 = 5.5
+    y = layer.forward(x, training=True)
+    np.testing.assert_array_equal(y, [[[[5.5, 7.5], [11.5, 5.5]]]])
+    # With dL/dy = 1 everywhere: dL/dw[a, b] = sum of the inputs each weight touched,
+    # dL/db = 4 (four outputs), dL/dx[i, j] = sum of the weights that saw pixel (i, j).
+    dx = layer.backward(np.ones_like(y))
+    np.testing.assert_array_equal(layer.weight.grad, [[[[2, 3], [4, 2]]]])
+    np.testing.assert_array_equal(layer.bias.grad, [4])
+    np.testing.assert_array_equal(dx, [[[[1, 3, 2], [4, 10, 6], [3, 7, 4]]]])
+
+
+@pytest.mark.parametrize("k, size", [(2, (6, 8)), (2, (7, 5)), (3, (7, 9))])
+def test_maxpool_gradients(k, size):
+    rng = np.random.default_rng(9)
+    layer = MaxPool2D(k)
+    X = rng.permutation(np.arange(2 * 3 * size[0] * size[1], dtype=np.float64)).reshape(2, 3, *size)
+    X = X / X.size + rng.uniform(0, 1e-3, X.shape)   # distinct values: no ties within eps
+    Y = layer.forward(X, training=True)
+    oh, ow = size[0] // k, size[1] // k
+    expected = X[:, :, :oh * k, :ow * k].reshape(2, 3, oh, k, ow, k).max(axis=(3, 5))
+    np.testing.assert_array_equal(Y, expected)
+    G = rng.standard_normal(Y.shape)
+
+    def loss():
+        return float(np.sum(G * layer.forward(X, training=True)))
+
+    loss()
+    dX = layer.backward(G.copy())
+    assert rel_error(dX, numeric_grad(loss, X)) < TOL
+    assert np.count_nonzero(dX) == G.size  # one input per window gets the gradient
+
+
+def test_maxpool_sends_a_tied_window_gradient_to_its_first_maximum():
+    # After a ReLU, or over a blank background, all four values of a window are equal;
+    # the gradient must reach one of them (as in PyTorch: the first), not all four.
+    layer = MaxPool2D(2)
+    x = np.array([[[[3.0, 3.0, 1.0, 2.0], [3.0, 3.0, 2.0, 2.0]]]])
+    layer.forward(x, training=True)
+    dx = layer.backward(np.array([[[[10.0, 20.0]]]]))
+    np.testing.assert_array_equal(dx, [[[[10, 0, 0, 20], [0, 0, 0, 0]]]])
+
+
+def cnn_network(activation, seed=0):
+    spec = {"input_shape": [2, 6, 6], "layers": [
+        {"type": "conv2d", "out_channels": 3, "kernel_size": 3, "padding": 1},
+        {"type": activation}, {"type": "maxpool2d", "kernel_size": 2},
+        {"type": "conv2d", "out_channels": 4, "kernel_size": 2, "padding": 0},
+        {"type": activation}, {"type": "flatten"},
+        {"type": "dense", "out_features": 5}, {"type": activation},
+        {"type": "dense", "out_features": 3}]}
+    model = nn.Network(spec, seed=seed).astype(np.float64)
+    rng = np.random.default_rng(seed + 50)
+    for layer in model.param_layers:
+        layer.bias.value[...] = rng.normal(0, 0.3, layer.bias.value.shape)
+    return model
+
+
+@pytest.mark.parametrize("activation", sorted(ACTIVATIONS))
+def test_cnn_parameter_and_input_gradients(activation):
+    rng = np.random.default_rng(10)
+    model = cnn_network(activation)
+    X = rng.uniform(0, 1, (3, 2, 6, 6))
+    y = np.array([0, 2, 1])
+    loss_fn = SoftmaxCrossEntropy()
+
+    def loss():
+        return loss_fn.forward(model.forward(X, training=True), y)
+
+    loss()
+    model.backward(loss_fn.backward())
+    params = model.parameters()
+    assert len(params) == 8
+    for p in params:
+        analytic = p.grad.copy()
+        assert np.abs(analytic).max() > 0
+        numeric = numeric_grad(loss, p.value)
+        assert rel_error(analytic, numeric) < TOL, (p.name, p.value.shape)
+    # the saliency of a convolutional network, against finite differences of the logit
+    x = X[:1].reshape(-1).copy()
+    for cls in range(3):
+        def logit():
+            return float(model.forward(x.reshape(1, 2, 6, 6))[0, cls])
+
+        assert rel_error(model.input_gradient(x, cls), numeric_grad(logit, x)) < TOL
+
+
+def test_smoothgrad_is_the_mean_gradient_over_noisy_copies():
+    model = cnn_network("tanh")
+    x = np.random.default_rng(11).uniform(0, 1, 72)
+    plain = model.input_gradient(x, 1)
+    np.testing.assert_array_equal(model.input_gradient(x, 1, noise=0.0, samples=1), plain)
+    np.testing.assert_allclose(model.input_gradient(x, 1, noise=0.0, samples=8), plain,
+                               rtol=1e-12, atol=1e-15)
+    smooth = model.input_gradient(x, 1, noise=0.2, samples=16, rng=np.random.default_rng(5))
+    noisy = x[None, :] + np.random.default_rng(5).normal(0, 0.2, (16, 72))
+    by_hand = np.mean([model.input_gradient(row, 1) for row in noisy], axis=0)
+    np.testing.assert_allclose(smooth, by_hand, rtol=1e-10, atol=1e-14)
+    assert rel_error(smooth, plain) > 1e-3   # the noise does change the map

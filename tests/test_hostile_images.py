@@ -8,8 +8,9 @@ Exact outcomes, one test per case:
 
 * not an image / text / empty / truncated header -> ValueError "not a readable image" / "empty";
 * truncated pixel data -> ValueError "damaged or incomplete";
-* a header declaring too many pixels (bomb) -> ValueError "too large", in milliseconds,
-  before any pixel memory is allocated (also when Pillow's own guard is switched off);
+* a header declaring too many pixels (bomb) -> ValueError "too large", before anything
+  is decoded and before any pixel memory is allocated (also when Pillow's own guard
+  is switched off);
 * 1x1, all-white, all-black -> None (no ink); 20000x1 with a line -> a valid image;
 * 16-bit, palette, CMYK, animated (first frame), EXIF-rotated -> the same digit as a plain PNG;
 * pure uniform noise: **None** for grey or RGB noise (it is indistinguishable
@@ -18,30 +19,24 @@ Exact outcomes, one test per case:
   transparent image is read with the canvas convention "alpha is ink";
   never an exception;
 * NaN / inf floats, wrong rank -> ValueError naming the problem.
+
+No test reads a clock: a bomb is refused "quickly" because nothing is decoded
+and no pixel memory is allocated, and that is what is checked
+(``helpers.Usage``: Pillow's decodes and image allocations, tracemalloc).
 """
 import io
 import struct
-import time
-import tracemalloc
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
 from canvas_sim import draw_digit, render_on_canvas
-from nn.preprocess import MAX_PIXELS, load_image, to_mnist
-
-FAST_S = 0.5  # a refused bomb costs microseconds; generous for a busy 2-core CI box
+from helpers import Usage, encode, png_bomb
+from nn.preprocess import MAX_PIXELS, WORK_SIDE, load_image, to_mnist
 
 
 # ---------------------------------------------------------------- helpers
-
-def encode(img, fmt, **kw):
-    buf = io.BytesIO()
-    img.save(buf, fmt, **kw)
-    return buf.getvalue()
-
 
 def digit_gray(kind="7"):
     """White ink on black, uint8 (280, 280)."""
@@ -75,33 +70,16 @@ def assert_same_digit(out, ref, mad=0.05, corr=0.9):
     assert diff < mad and r > corr, f"mean abs diff {diff:.3f}, correlation {r:.3f}"
 
 
-def _chunk(kind, data):
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_bomb(width, height, bit_depth=8, colour_type=0):
-    """A ~100-byte PNG whose header declares width x height pixels (a decompression bomb:
-    decoding it would allocate width * height bytes or more)."""
-    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr)
-            + _chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + _chunk(b"IEND", b""))
-
-
 def refused_quickly(fn, match):
-    """fn() raises ValueError matching `match`, fast, without allocating pixel memory
-    (NumPy's and Python's allocations are traced; Pillow's pixel buffers would only
-    exist after a decode, which the time bound rules out for 100M+ pixels)."""
-    tracemalloc.start()
-    start = time.perf_counter()
-    try:
+    """fn() raises ValueError matching `match` without decoding anything and without
+    allocating pixel memory: Pillow's image allocations are counted (a decode of
+    100M+ pixels would first allocate them), NumPy's and Python's are traced."""
+    with Usage() as usage:
         with pytest.raises(ValueError, match=match):
             fn()
-        elapsed = time.perf_counter() - start
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert elapsed < FAST_S, f"took {elapsed:.3f}s: it decoded the image"
-    assert peak < 5 * 2**20, f"allocated {peak / 2**20:.1f} MiB"
+    assert usage.decoded == 0, "it decoded the image"
+    assert usage.pixels == 0, f"Pillow allocated {usage.pixels:,} pixels"
+    assert usage.peak < 5 * 2**20, f"allocated {usage.peak / 2**20:.1f} MiB"
 
 
 # ---------------------------------------------------------------- not an image
@@ -343,14 +321,18 @@ def test_corrupt_exif_is_ignored():
 
 
 def test_large_jpeg_decoded_at_reduced_scale():
-    """A 6000x6000 phone-size JPEG is decoded by libjpeg at 1/4 scale (draft mode)."""
+    """A 6000x6000 phone-size JPEG is decoded by libjpeg at 1/4 scale (draft mode):
+    once, into no more than 1500x1500 pixels, and to_mnist decodes nothing again."""
     big = Image.fromarray(digit_paper("4")).resize((6000, 6000), Image.Resampling.BILINEAR)
     data = encode(big, "JPEG", quality=80)
-    start = time.perf_counter()
-    img = load_image(data)
+    with Usage() as usage:
+        img = load_image(data)
     assert max(img.size) <= 3000
-    out = to_mnist(img)
-    assert time.perf_counter() - start < 5.0
+    assert usage.decoded == 1 and usage.pixels <= (6000 // 4) ** 2 < 6000 ** 2 // 10
+    assert max(img.size) >= WORK_SIDE  # reduced, but still fine enough to read
+    with Usage() as usage:
+        out = to_mnist(img)
+    assert usage.decoded == 0 and usage.pixels < 6000 ** 2 // 10
     assert_same_digit(out, reference("4"))
 
 

@@ -1,12 +1,13 @@
 """Optimizers and learning-rate schedules: updates worked out by hand, updates
-against PyTorch's documented algorithms on random arrays, weight decay,
-hyperparameter validation and the flushing of subnormal optimizer state."""
+against PyTorch's documented algorithms on random arrays, L2 weight decay
+(``l2``), hyperparameter validation and the flushing of subnormal optimizer
+state (``nn.speed.flush_subnormals``)."""
 
 import numpy as np
 import pytest
 
 import nn
-from nn import optim
+from nn import speed
 from nn.layers import Parameter
 from nn.optim import SGD, Adam, lr_at_epoch, make_optimizer
 
@@ -145,7 +146,7 @@ def test_sgd_matches_pytorch_semantics(case, wd, dtype, rtol):
     params, grads = random_problem(dtype)
     initial = [p.value.copy() for p in params]
     expected = torch_sgd(initial, grads, lr=0.05, wd=wd, decays=[True, False], **case)
-    apply(SGD(params, lr=0.05, weight_decay=wd, **case), params, grads)
+    apply(SGD(params, lr=0.05, l2=wd, **case), params, grads)
     for p, e in zip(params, expected):
         assert p.value.dtype == dtype
         np.testing.assert_allclose(p.value, e, rtol=rtol, atol=rtol)
@@ -159,7 +160,7 @@ def test_adam_matches_pytorch_semantics(betas, wd, dtype, rtol):
     initial = [p.value.copy() for p in params]
     expected = torch_adam(initial, grads, lr=0.01, betas=betas, eps=1e-8, wd=wd,
                           decays=[True, False])
-    apply(Adam(params, lr=0.01, betas=betas, eps=1e-8, weight_decay=wd), params, grads)
+    apply(Adam(params, lr=0.01, betas=betas, eps=1e-8, l2=wd), params, grads)
     for p, e in zip(params, expected):
         np.testing.assert_allclose(p.value, e, rtol=rtol, atol=rtol)
 
@@ -170,7 +171,7 @@ def test_weight_decay_shrinks_weights_not_biases(name):
     W = Parameter(rng.standard_normal((3, 2)), "W")
     b = Parameter(rng.standard_normal(2), "b", decay=False)
     W0, b0 = W.value.copy(), b.value.copy()
-    opt = make_optimizer(name, [W, b], lr=0.1, weight_decay=0.5)
+    opt = make_optimizer(name, [W, b], lr=0.1, l2=0.5)
     opt.step()  # zero gradients: only the decay term moves anything
     np.testing.assert_array_equal(b.value, b0)
     if name == "adam":  # a first Adam step moves every decayed weight by lr toward 0
@@ -180,18 +181,30 @@ def test_weight_decay_shrinks_weights_not_biases(name):
 
 
 def test_network_marks_weights_for_decay_and_biases_not():
-    model = nn.Network(hidden=(8, 4), dropout=0.2)
+    model = nn.Network(nn.mlp_spec((8, 4), dropout=0.2))
     assert [(p.name, p.decay) for p in model.parameters()] == [
-        ("W", True), ("b", False)] * 3
+        ("weight", True), ("bias", False)] * 3
+    cnn = nn.Network(nn.cnn_spec((2,), kernel=3, hidden=(4,)))  # filters decay too
+    assert [(p.name, p.decay) for p in cnn.parameters()] == [
+        ("weight", True), ("bias", False)] * 3
+
+
+def test_old_weight_decay_name_is_gone():
+    """``weight_decay`` became ``l2`` everywhere: the old keyword is refused, not ignored."""
+    for build in (lambda: SGD(params(), lr=0.1, weight_decay=1e-4),
+                  lambda: Adam(params(), weight_decay=1e-4),
+                  lambda: make_optimizer("adam", params(), lr=0.1, weight_decay=1e-4)):
+        with pytest.raises(TypeError, match="weight_decay"):
+            build()
 
 
 def test_make_optimizer_builds_what_the_name_says():
-    params = nn.Network(hidden=(4,)).parameters()
+    params = nn.Network(nn.mlp_spec((4,))).parameters()
     sgd = make_optimizer("sgd", params, lr=0.1, momentum=0.9)
     assert isinstance(sgd, SGD) and sgd.momentum == 0  # plain SGD ignores momentum
     mom = make_optimizer("momentum", params, lr=0.1, momentum=0.8, nesterov=True)
     assert isinstance(mom, SGD) and mom.momentum == 0.8 and mom.nesterov
-    adam = make_optimizer("adam", params, lr=0.002, weight_decay=1e-4)
+    adam = make_optimizer("adam", params, lr=0.002, l2=1e-4)
     assert isinstance(adam, Adam) and (adam.beta1, adam.beta2) == (0.9, 0.999)
     assert adam.hyperparams()["l2"] == 1e-4 and adam.hyperparams()["lr"] == 0.002
     assert mom.hyperparams() == {"optimizer": "momentum", "lr": 0.1, "momentum": 0.8,
@@ -255,8 +268,9 @@ BAD = [
     ("beta2", lambda: Adam(params(), betas=(0.9, 1.0))),
     ("beta2", lambda: Adam(params(), betas=(0.9, float("nan")))),
     ("eps", lambda: Adam(params(), eps=0)),
-    ("weight_decay", lambda: SGD(params(), lr=0.1, weight_decay=-1e-4)),
-    ("weight_decay", lambda: Adam(params(), weight_decay=float("nan"))),
+    ("l2", lambda: SGD(params(), lr=0.1, l2=-1e-4)),
+    ("l2", lambda: Adam(params(), l2=float("nan"))),
+    ("l2", lambda: make_optimizer("sgd", params(), lr=0.1, l2=2.0)),
     ("nesterov", lambda: SGD(params(), lr=0.1, nesterov=True)),
     ("nesterov", lambda: make_optimizer("sgd", params(), lr=0.1, nesterov=True)),
     ("optimizer", lambda: make_optimizer("rmsprop", params(), lr=0.1)),
@@ -280,9 +294,9 @@ def subnormal_count(a):
 
 
 def momentum_after_idle_steps(monkeypatch, flush=True):
-    steps = optim.FLUSH_EVERY
+    steps = speed.FLUSH_EVERY
     if not flush:
-        monkeypatch.setattr(optim, "FLUSH_EVERY", 10**9)
+        monkeypatch.setattr(speed, "FLUSH_EVERY", 10**9)
     # One real gradient spanning many magnitudes (all normal float32 numbers), then
     # FLUSH_EVERY - 1 steps without gradient: the velocity decays by 0.9 per step,
     # i.e. by 0.9**99 ~ 3e-5, pushing the small entries below 1.2e-38 (subnormal).
@@ -303,8 +317,8 @@ def test_momentum_state_is_flushed_of_subnormals(monkeypatch):
     assert subnormal_count(v) == 0
     assert np.abs(v)[v != 0].min() >= np.finfo(np.float32).tiny
     # what could still move a weight is kept exactly as the decay left it
-    decay = np.float32(0.9) ** (optim.FLUSH_EVERY - 1)
-    big = g * decay >= optim.FLUSH_BELOW * 10
+    decay = np.float32(0.9) ** (speed.FLUSH_EVERY - 1)
+    big = g * decay >= speed.FLUSH_BELOW * 10
     assert big.sum() >= 20
     np.testing.assert_allclose(v[big], g[big] * decay, rtol=1e-4)
 
@@ -314,8 +328,24 @@ def test_without_flushing_the_momentum_would_go_subnormal(monkeypatch):
     assert subnormal_count(v) > 0
 
 
+def test_the_speed_switch_turns_flushing_off(monkeypatch):
+    """``nn.speed.ENABLED["flush_subnormals"] = False`` (the ablation benchmark's switch)
+    is the same run, never flushed."""
+    monkeypatch.setitem(speed.ENABLED, "flush_subnormals", False)
+    v, _ = momentum_after_idle_steps(monkeypatch)
+    assert subnormal_count(v) > 0
+
+
+def test_flush_subnormals_only_on_every_flush_step():
+    a = np.array([1e-35, -1e-31, 1e-29, 0.5, 0.0], np.float32)
+    speed.flush_subnormals([a], speed.FLUSH_EVERY + 1)   # not a flush step: unchanged
+    assert a[0] != 0 and a[1] != 0
+    speed.flush_subnormals([a], 2 * speed.FLUSH_EVERY)
+    np.testing.assert_array_equal(a, np.array([0, 0, 1e-29, 0.5, 0], np.float32))
+
+
 def test_adam_state_is_flushed_too(monkeypatch):
-    monkeypatch.setattr(optim, "FLUSH_EVERY", 50)
+    monkeypatch.setattr(speed, "FLUSH_EVERY", 50)
     p = Parameter(np.float32(10.0) ** -np.arange(20, 37, dtype=np.float32), "w")
     opt = Adam([p], lr=1e-3, betas=(0.5, 0.999))
     p.grad[...] = p.value

@@ -314,3 +314,192 @@ def test_naive_shrink_baseline_is_far_worse(mnist, default_model):
     assert result["naive_shrink_opaque"] < 0.6, result
     assert result["to_mnist_opaque"] >= 0.96, result
     assert result["to_mnist_opaque"] >= result["original"] - 0.03, result
+
+
+# ---------------------------------------------------------------- draw_strokes: pen strokes -> canvas
+
+from nn.strokes import MAX_STROKE_POINTS, MAX_STROKES, draw_strokes  # noqa: E402
+
+
+def capsule_coverage(strokes, size, width, ss=12):
+    """Independent reference for draw_strokes: per pixel, the fraction of ss x ss
+    sample points within width/2 of a stroke's polyline (exact round caps and joins)."""
+    c = (np.arange(size * ss) + 0.5) / ss
+    y, x = np.meshgrid(c, c, indexing="ij")
+    inside = np.zeros(x.shape, bool)
+    for stroke in strokes:
+        p = np.asarray(stroke, float)
+        for a, b in zip(p, p[1:] if len(p) > 1 else p):
+            d = b - a
+            t = np.clip(((x - a[0]) * d[0] + (y - a[1]) * d[1]) / max(d @ d, 1e-12), 0, 1)
+            inside |= (x - a[0] - t * d[0]) ** 2 + (y - a[1] - t * d[1]) ** 2 <= (width / 2) ** 2
+    return inside.reshape(size, ss, size, ss).mean(axis=(1, 3))
+
+
+def ink(canvas):
+    """The ink channel of a draw_strokes canvas, in [0, 1]."""
+    return canvas[:, :, 0] / 255.0
+
+
+@pytest.mark.parametrize("strokes", [[], (), [np.zeros((0, 2))]], ids=["list", "tuple", "empty-stroke"])
+def test_draw_strokes_blank_canvas(strokes):
+    out = draw_strokes(strokes)
+    assert out.shape == (280, 280, 4) and out.dtype == np.uint8
+    assert (out == np.uint8([0, 0, 0, 255])).all()
+    assert draw_strokes(strokes, size=8).shape == (8, 8, 4)
+
+
+def test_draw_strokes_white_ink_on_opaque_black():
+    out = draw_strokes([[(40.3, 50.2), (200.7, 230.1), (230, 60)], [(100, 100)]], size=256)
+    assert out.shape == (256, 256, 4) and out.dtype == np.uint8
+    assert (out[:, :, 3] == 255).all()
+    assert (out[:, :, 0] == out[:, :, 1]).all() and (out[:, :, 0] == out[:, :, 2]).all()
+    assert out[0, 0, 0] == 0 and out.max() == 255 and (out[:, :, 0] == 255).sum() > 1000
+
+
+@pytest.mark.parametrize("width, y", [(18, 100.0), (18, 100.25), (18, 100.5), (18, 100.125),
+                                      (7, 60.0), (7, 60.375), (1, 30.5), (40, 140.0)])
+def test_horizontal_line_has_the_pen_width(width, y):
+    out = ink(draw_strokes([[(50.0, y), (200.0, y)]], width=width))
+    thickness = out[:, 60:190].sum(axis=0)  # ink per column, away from the caps
+    np.testing.assert_allclose(thickness, width, atol=0.01)
+    rows = np.flatnonzero(out[:, 120])
+    centre = (out[rows, 120] @ (rows + 0.5)) / out[rows, 120].sum()
+    assert abs(centre - y) <= 0.126 and len(rows) <= width + 2  # snapped to the 1/4 px grid
+    if width == 18 and y == 100.0:  # rows 91..108 exactly: [91, 109) is centred on 100
+        assert list(rows) == list(range(91, 109)) and (out[rows, 120] == 1).all()
+
+
+def test_vertical_line_is_the_horizontal_one_transposed():
+    horizontal = draw_strokes([[(50, 100.25), (200, 100.25)]])
+    vertical = draw_strokes([[(100.25, 50), (100.25, 200)]])
+    assert np.array_equal(vertical[:, :, 0], horizontal[:, :, 0].T)
+
+
+@pytest.mark.parametrize("width", [18, 9.5, 3])
+def test_dot_is_a_round_disc_of_the_pen_width(width):
+    x, y = 140.3, 99.6
+    out = ink(draw_strokes([[(x, y)]], width=width))
+    assert out.sum() == pytest.approx(np.pi * width ** 2 / 4, rel=0.03)
+    rows, cols = np.nonzero(out)
+    mass = out[rows, cols]
+    assert abs(mass @ (cols + 0.5) / mass.sum() - x) <= 0.126  # snapped to the 1/4 px grid
+    assert abs(mass @ (rows + 0.5) / mass.sum() - y) <= 0.126
+    r = np.hypot(*np.meshgrid(np.arange(280) + 0.5 - x, np.arange(280) + 0.5 - y))
+    assert (out[r < width / 2 - 1] == 1).all() and (out[r > width / 2 + 1] == 0).all()
+    same = draw_strokes([[(x, y)] * 5], width=width)  # a pen put down without moving
+    assert np.array_equal(ink(same), out)
+
+
+def test_caps_are_round():
+    """A 100 px segment with 18 px pen: 100 x 18 plus a disc (caps of radius 9), not
+    the 100 x 18 of butt caps or the 118 x 18 of square caps."""
+    out = ink(draw_strokes([[(80, 140), (180, 140)]]))
+    assert out.sum() == pytest.approx(100 * 18 + np.pi * 81, rel=0.01)
+    assert out[131, 71] == 0 and out[140, 71] > 0.5  # beyond the end, off the axis: no ink
+
+
+@pytest.mark.parametrize("strokes, width", [
+    ([[(10, 10), (30, 50), (50, 10)]], 9),                      # a V: round join
+    ([[(10, 30), (50, 32), (12, 34)]], 9),                      # a hairpin
+    ([[(12.3, 40.1), (50.2, 20.7)], [(20, 8), (44, 56)]], 6.5), # two crossing strokes
+    ([np.c_[32 + 20 * np.cos(np.linspace(0, 5, 30)), 32 + 15 * np.sin(np.linspace(0, 5, 30))]], 5),
+    ([[(31.3, 30.8)], [(10, 50), (10, 50)]], 11),               # dots
+], ids=["vee", "hairpin", "crossing", "arc", "dots"])
+def test_draw_strokes_matches_an_exact_rendering(strokes, width):
+    out = ink(draw_strokes(strokes, size=64, width=width))
+    ref = capsule_coverage(strokes, 64, width)
+    assert np.abs(out - ref).max() < 0.35  # vertices snap to a 1/4 px grid
+    assert out.sum() == pytest.approx(ref.sum(), rel=0.03)
+
+
+def test_edges_are_anti_aliased():
+    out = draw_strokes([[(30.2, 40.7), (250.9, 180.3)]])[:, :, 0]
+    grey = out[(out > 0) & (out < 255)]
+    assert len(np.unique(grey)) >= 10 and len(grey) > 200
+    assert 0 < draw_strokes([[(50, 100.5), (200, 100.5)]])[91, 120, 0] < 255  # half-covered row
+
+
+def test_strokes_past_the_edges_are_clipped():
+    strokes = [[(-40.0, 30.3), (60.2, 70.9), (130.0, -25.0)], [(95.5, 95.5)]]
+    small = draw_strokes(strokes, size=100)
+    shifted = [np.asarray(s) + 50 for s in strokes]  # the same drawing, 50 px inside a 200 px canvas
+    assert np.array_equal(small, draw_strokes(shifted, size=200)[50:150, 50:150])
+    assert small[:, 0, 0].max() == 255  # ink reaches the edge
+    off = draw_strokes([[(-500, -500), (-300, -20)], [(2000, 140)]])
+    assert (off == np.uint8([0, 0, 0, 255])).all()
+    far = draw_strokes([[(-27000, 140), (27000, 140)]])  # 100 x the canvas is allowed
+    assert (far[131:149, :, 0] == 255).all() and far[:131, :, 0].max() == 0
+
+
+def test_draw_strokes_accepts_array_likes_and_leaves_them_alone():
+    pts = np.array([[[10, 10], [200, 240]], [[240, 20], [30, 250]]], np.int32)  # (2 strokes, 2, 2)
+    before = pts.copy()
+    out = draw_strokes(pts)
+    assert np.array_equal(pts, before)
+    as_lists = draw_strokes([[(10.0, 10.0), (200.0, 240.0)], ((240, 20), (30, 250))])
+    assert np.array_equal(out, as_lists)
+    assert np.array_equal(draw_strokes(list(pts.astype(np.float32)), width=np.float32(18)), out)
+
+
+@pytest.mark.parametrize("strokes, kwargs, match", [
+    ("abc", {}, "sequence"),
+    (None, {}, "sequence"),
+    (7, {}, "sequence"),
+    ({"x": [1]}, {}, "sequence"),
+    ((s for s in [[(1, 1)]]), {}, "sequence"),
+    ([(1.0, 2.0), (3.0, 4.0)], {}, "single stroke goes in a list"),  # a stroke without its list
+    ([[(1, 2, 3)]], {}, r"\(k, 2\)"),
+    ([np.zeros((4, 2, 1))], {}, r"\(k, 2\)"),
+    ([[("a", "b")]], {}, "numbers"),
+    ([[(1, 2), (3,)]], {}, r"\(k, 2\)"),
+    ([np.zeros((3, 2), complex)], {}, "numbers"),
+    ([[(1.0, 2.0), (np.nan, 4.0)]], {}, "NaN or infinite"),
+    ([[(1.0, 2.0)], [(np.inf, 4.0)]], {}, "NaN or infinite"),
+    ([[(1.0, 2.0), (28_001.0, 4.0)]], {}, "beyond"),
+    ([[(1.0, -1e300)]], {}, "beyond"),
+    ([[(1, 1)]] * (MAX_STROKES + 1), {}, "too many strokes"),
+    ([np.zeros((MAX_STROKE_POINTS // 2 + 1, 2))] * 2, {}, "too many points"),
+    ([[(1, 1)]], {"width": 0.5}, "width"),
+    ([[(1, 1)]], {"width": 101}, "width"),
+    ([[(1, 1)]], {"width": float("nan")}, "width"),
+    ([[(1, 1)]], {"width": "18"}, "width"),
+    ([[(1, 1)]], {"width": True}, "width"),
+    ([[(1, 1)]], {"size": 7}, "size"),
+    ([[(1, 1)]], {"size": 2001}, "size"),
+    ([[(1, 1)]], {"size": 280.0}, "size"),
+], ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None)
+def test_draw_strokes_bad_input(strokes, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        draw_strokes(strokes, **kwargs)
+
+
+def test_draw_strokes_limits_are_inclusive():
+    assert draw_strokes([[(1, 1)]] * MAX_STROKES, size=8, width=1).shape == (8, 8, 4)
+    assert draw_strokes([np.zeros((MAX_STROKE_POINTS, 2))], size=2000, width=100).shape == (2000, 2000, 4)
+
+
+def _digit(label, cx, cy, s):
+    """Hand-made strokes for a few digits, centred at (cx, cy), about s px tall."""
+    t = np.linspace(0, 2 * np.pi, 60)
+    arc = np.linspace(-1.4, 2.3, 20)
+    shapes = {
+        "0": [np.c_[cx + 0.33 * s * np.sin(t), cy - 0.5 * s * np.cos(t)]],  # an ellipse
+        "1": [[(cx + 0.1 * s, cy - 0.5 * s), (cx - 0.05 * s, cy + 0.5 * s)]],
+        "2": [np.r_[np.c_[cx + 0.3 * s * np.sin(arc), cy - 0.22 * s - 0.28 * s * np.cos(arc)],
+                    [(cx - 0.35 * s, cy + 0.5 * s), (cx + 0.35 * s, cy + 0.5 * s)]]],
+        "4": [[(cx + 0.15 * s, cy + 0.5 * s), (cx + 0.15 * s, cy - 0.5 * s),
+               (cx - 0.35 * s, cy + 0.15 * s), (cx + 0.35 * s, cy + 0.15 * s)]],
+        "7": [[(cx - 0.35 * s, cy - 0.5 * s), (cx + 0.35 * s, cy - 0.5 * s), (cx - 0.1 * s, cy + 0.5 * s)]],
+    }
+    return shapes[label]
+
+
+@pytest.mark.parametrize("label", ["0", "1", "2", "4", "7"])
+def test_drawn_strokes_are_read_by_the_shipped_network(label, default_model):
+    """Strokes drawn as the canvas would (large and centred, small in a corner, thin
+    or thick pen), through to_mnist, as the app does."""
+    batch = [to_mnist(draw_strokes(_digit(label, cx, cy, s), width=w)).ravel()
+             for cx, cy, s, w in [(140, 140, 200, 18), (70, 80, 100, 18), (200, 190, 120, 10),
+                                  (140, 140, 230, 30)]]
+    assert list(default_model.predict(np.array(batch))) == [int(label)] * 4

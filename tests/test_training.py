@@ -1,11 +1,14 @@
-"""nn.fit: learning, history, reproducibility, callbacks, divergence and input
-validation on small synthetic problems; then two real MNIST runs."""
+"""nn.fit and nn.train: learning, history, the recorded recipe, reproducibility,
+callbacks, divergence and input validation on small synthetic problems; then
+real MNIST runs on small subsets."""
 
+import json
 
 import numpy as np
 import pytest
 
 import nn
+from helpers import small_model as mlp
 from nn.optim import lr_at_epoch
 
 HISTORY_KEYS = {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "seconds", "lr"}
@@ -21,8 +24,8 @@ def blobs(n=600, n_inputs=20, n_classes=3, seed=0):
 
 
 def small_model(seed=0, dropout=0.0, activation="relu"):
-    return nn.Network(hidden=(16, 8), activation=activation, dropout=dropout, seed=seed,
-                      n_inputs=20, n_classes=3)
+    """20-16-8-3, for ``blobs``."""
+    return mlp((16, 8), activation, dropout, seed=seed, n_inputs=20, n_classes=3)
 
 
 def weights_equal(a, b):
@@ -78,8 +81,9 @@ def test_history_records():
         assert 0 <= r["train_acc"] <= 1 and 0 <= r["val_acc"] <= 1
         assert r["train_loss"] > 0 and r["val_loss"] > 0 and r["seconds"] >= 0
         assert r["lr"] == pytest.approx(lr_at_epoch("cosine", 0.01, i - 1, 3))
-    assert model.hyperparams["val_size"] == 100 and model.hyperparams["n_train"] == 400
-    assert model.hyperparams["schedule"] == "cosine" and model.hyperparams["epochs"] == 3
+    assert model.trained_on["n_val"] == 100 and model.trained_on["n_train"] == 400
+    assert model.recipe["val_size"] == 100
+    assert model.recipe["schedule"] == "cosine" and model.recipe["epochs"] == 3
     assert model.train_seconds == pytest.approx(sum(r["seconds"] for r in history))
     # a second fit continues the history
     nn.fit(model, X, y, epochs=1, batch_size=50)
@@ -94,13 +98,84 @@ def test_validation_numbers_are_the_models_own():
     loss, acc = model.loss_and_accuracy(X_val, y_val)
     assert history[-1]["val_loss"] == pytest.approx(loss, rel=1e-6)
     assert history[-1]["val_acc"] == acc
-    assert model.hyperparams["n_train"] == 300
+    assert model.trained_on == {"n_train": 300, "n_val": 120}
 
 
 def test_no_validation_split():
     X, y = blobs(n=200)
-    history = nn.fit(small_model(), X, y, epochs=1, batch_size=20, val_size=0)
+    model = small_model()
+    history = nn.fit(model, X, y, epochs=1, batch_size=20, val_size=0)
     assert history[0]["val_loss"] is None and history[0]["val_acc"] is None
+    assert model.trained_on == {"n_train": 200, "n_val": 0}
+
+
+# -- the recorded recipe -------------------------------------------------------------------
+
+def test_recipe_records_every_training_setting():
+    X, y = blobs(n=200)
+    model = small_model()
+    nn.fit(model, X, y, optimizer="momentum", lr=0.05, nesterov=True, l2=1e-4, epochs=2,
+           batch_size=32, val_size=0.2, schedule="cosine", seed=4)
+    recipe = model.recipe
+    # every training setting; the architecture only when the recipe built this network
+    assert set(nn.recipe.SETTINGS) - set(nn.training.ARCHITECTURE) <= set(recipe)
+    assert {k: recipe[k] for k in ("optimizer", "lr", "momentum", "nesterov", "l2", "epochs",
+                                   "batch_size", "val_size", "schedule", "seed")} == {
+        "optimizer": "momentum", "lr": 0.05, "momentum": 0.9, "nesterov": True, "l2": 1e-4,
+        "epochs": 2, "batch_size": 32, "val_size": 0.2, "schedule": "cosine", "seed": 4}
+    assert json.loads(json.dumps(recipe)) == recipe   # JSON-clean: it goes into the model file
+    assert model.trained_on == {"n_train": 160, "n_val": 40}
+
+
+def test_a_recipe_and_keywords_on_top():
+    X, y = blobs(n=200)
+    base = nn.Recipe(optimizer="sgd", lr=0.2, epochs=3, batch_size=40, seed=2)
+    a, b = small_model(), small_model()
+    nn.fit(a, X, y, base, epochs=1)
+    nn.fit(b, X, y, base.replace(epochs=1))
+    assert a.recipe == b.recipe and a.recipe["optimizer"] == "sgd" and a.recipe["epochs"] == 1
+    assert weights_equal(a, b)
+
+
+def test_an_optimizer_instance_is_used_as_given():
+    X, y = blobs(n=200)
+    model = small_model()
+    opt = nn.SGD(model.parameters(), lr=0.3, momentum=0.5)
+    nn.fit(model, X, y, optimizer=opt, epochs=2, batch_size=20)
+    assert opt.steps == 2 * 9  # 180 training samples, batch 20
+    assert (model.recipe["optimizer"], model.recipe["lr"], model.recipe["momentum"]) == \
+        ("momentum", 0.3, 0.5)
+
+
+def test_unknown_setting_is_a_type_error():
+    X, y = blobs(n=100)
+    model = small_model()
+    with pytest.raises(TypeError, match="learning_rate"):
+        nn.fit(model, X, y, learning_rate=0.1)
+    with pytest.raises(TypeError, match="weight_decay"):
+        nn.fit(model, X, y, weight_decay=0.1)
+    with pytest.raises(TypeError, match="nn.Optimizer"):
+        nn.fit(model, X, y, optimizer=object(), batch_size=10)
+    assert model.history == []
+
+
+def test_recipe_never_contradicts_the_models_architecture():
+    """A model file's recipe and spec must describe the same network: if the recorded
+    recipe has architecture settings at all, they are the model's."""
+    X, y = blobs(n=100)
+    model = small_model(dropout=0.2, activation="tanh")
+    nn.fit(model, X, y, epochs=1, batch_size=10)
+    actual = {"conv": [], "hidden": [16, 8], "activation": "tanh", "dropout": 0.2}
+    recorded = {k: model.recipe[k] for k in actual if k in model.recipe}
+    assert recorded == {k: actual[k] for k in recorded}
+
+
+def test_numpy_numbers_in_settings_still_save(tmp_path):
+    X, y = blobs(n=100)
+    model = small_model()
+    nn.fit(model, X, y, epochs=np.int64(1), batch_size=np.int64(10), rotate=np.float32(0))
+    nn.save(model, tmp_path / "m.npz")
+    assert nn.load(tmp_path / "m.npz").recipe["epochs"] == 1
 
 
 # -- reproducibility ---------------------------------------------------------------------
@@ -177,9 +252,11 @@ def test_callback_hooks_and_progress():
             events.append(("end", history))
 
     X, y = blobs(n=100)
-    nn.fit(small_model(), X, y, epochs=2, batch_size=30, val_size=10, callbacks=[Recorder()])
-    assert events[0] == ("begin", {"epochs": 2, "batches_per_epoch": 3, "n_train": 90,
-                                   "n_val": 10})
+    model = small_model()
+    nn.fit(model, X, y, epochs=2, batch_size=30, val_size=10, callbacks=[Recorder()])
+    begin = dict(events[0][1])
+    assert events[0][0] == "begin" and begin.pop("model") is model  # to read, not to change
+    assert begin == {"epochs": 2, "batches_per_epoch": 3, "n_train": 90, "n_val": 10}
     kinds = [k for k, _ in events]
     assert kinds == ["begin"] + (["batch"] * 3 + ["epoch"]) * 2 + ["end"]
     progress = [info["progress"] for k, info in events if k == "batch"]
@@ -193,7 +270,7 @@ def test_divergence_raises_and_restores_finite_weights():
     rng = np.random.default_rng(0)
     X = rng.uniform(0, 1, (200, 20)).astype(np.float32) * np.float32(1e19)
     y = rng.integers(0, 3, 200)
-    model = nn.Network(hidden=(), n_inputs=20, n_classes=3, seed=0)
+    model = mlp((), seed=0, n_inputs=20, n_classes=3)
     initial = model.get_weights()
     with np.errstate(all="ignore"), pytest.raises(nn.TrainingDiverged, match="diverged") as info:
         nn.fit(model, X, y, optimizer="sgd", lr=10, epochs=3, batch_size=20)
@@ -244,6 +321,12 @@ BAD_ARGS = [
     ("schedule", dict(schedule="linear")),
     ("optimizer", dict(optimizer="rmsprop")),
     ("lr", dict(lr=0)),
+    ("Learning rate \\(lr\\)", dict(lr=float("nan"))),          # messages name label and setting
+    ("Epochs \\(epochs\\)", dict(epochs=0)),
+    ("momentum", dict(optimizer="momentum", momentum=1.0)),
+    ("nesterov", dict(optimizer="adam", nesterov=True)),
+    ("l2", dict(l2=-0.1)),
+    ("rotate", dict(rotate=-1.0)),
     ("images must have shape", dict(X=X_OK[:, :10])),
     ("images must have shape", dict(X=X_OK.ravel())),
     ("labels must have shape", dict(y=Y_OK[:50])),
@@ -265,7 +348,49 @@ def test_invalid_arguments_raise_and_change_nothing(pattern, kwargs):
     with pytest.raises(ValueError, match=pattern):
         nn.fit(model, X, y, **{"epochs": 1, "batch_size": 10, **kwargs})
     assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), initial))
-    assert model.history == []
+    assert model.history == [] and model.recipe == {} and model.trained_on == {}
+
+
+def test_a_failed_fit_leaves_the_recorded_recipe_alone():
+    X, y = blobs(n=100)
+    model = small_model()
+    with pytest.raises(ValueError, match="augment"):
+        nn.fit(model, X, y, epochs=1, batch_size=10, rotate=5.0)  # 20 inputs: not images
+    assert model.history == [] and model.recipe == {} and model.trained_on == {}
+
+
+# -- nn.train ---------------------------------------------------------------------------------
+
+def fake_mnist(n=600, n_test=200, seed=0):
+    """MNIST-shaped blobs: ((X, y), (X_test, y_test)) with 784 inputs and 10 classes."""
+    X, y = blobs(n + n_test, n_inputs=784, n_classes=10, seed=seed)
+    return (X[:n], y[:n]), (X[n:], y[n:])
+
+
+def test_train_builds_fits_and_evaluates_what_the_recipe_says():
+    data = fake_mnist()
+    recipe = nn.Recipe(hidden=(16,), activation="sigmoid", epochs=3, batch_size=50,
+                       n_images=500, val_size=100, lr=0.01, seed=3)
+    model = nn.train(recipe, data)
+    assert model.spec == recipe.spec() and model.seed == 3
+    assert model.trained_on == {"n_train": 400, "n_val": 100}   # the first n_images only
+    assert len(model.history) == 3 and model.recipe == recipe.to_dict()
+    (_, _), (X_test, y_test) = data
+    assert model.metrics == model.evaluate(X_test, y_test)
+    assert model.metrics["n"] == 200 and model.metrics["accuracy"] > 0.8
+
+
+def test_train_refuses_a_bad_recipe():
+    with pytest.raises(ValueError, match=r"Hidden layers \(hidden\)"):
+        nn.train(nn.Recipe(hidden=(0,)), fake_mnist())
+    with pytest.raises(ValueError, match=r"Learning rate \(lr\)"):
+        nn.train(nn.Recipe(lr=-1.0), fake_mnist())
+
+
+def test_train_stopped_before_the_first_epoch_has_no_metrics():
+    model = nn.train(nn.Recipe(hidden=(8,), epochs=3, batch_size=50, n_images=500),
+                     fake_mnist(), callbacks=[StopAt(epoch=1, batch=2)])
+    assert model.history == [] and model.metrics == {}
 
 
 # -- MNIST -----------------------------------------------------------------------------------------
@@ -273,7 +398,7 @@ def test_invalid_arguments_raise_and_change_nothing(pattern, kwargs):
 @pytest.mark.slow
 def test_mnist_5000_images_reach_92_percent(mnist):
     (X_train, y_train), (X_test, y_test) = mnist
-    model = nn.Network(hidden=(128, 64), activation="relu", seed=0)
+    model = nn.Network(nn.mlp_spec((128, 64), "relu"), seed=0)
     # ~94% in ~1.5 s; speed is measured by benchmarks/bench.py, not asserted here.
     nn.fit(model, X_train[:5000], y_train[:5000], optimizer="adam", lr=2e-3, epochs=10,
            batch_size=64, val_size=500, schedule="cosine", seed=0)
@@ -287,7 +412,7 @@ def test_mnist_same_seed_gives_identical_weights(mnist):
     (X_train, y_train), _ = mnist
 
     def run():
-        model = nn.Network(hidden=(64, 32), dropout=0.1, seed=7)
+        model = nn.Network(nn.mlp_spec((64, 32), dropout=0.1), seed=7)
         nn.fit(model, X_train[:2000], y_train[:2000], optimizer="momentum", lr=0.05,
                nesterov=True, epochs=2, batch_size=64, schedule="step", seed=7)
         return model
@@ -295,3 +420,15 @@ def test_mnist_same_seed_gives_identical_weights(mnist):
     a, b = run(), run()
     assert weights_equal(a, b)
     assert a.history[-1]["val_loss"] == b.history[-1]["val_loss"]
+
+
+def test_mnist_small_cnn_learns(mnist):
+    """The convolutional path end to end through nn.train, on 1,000 images (~0.4 s)."""
+    recipe = nn.Recipe(conv=(4,), kernel=5, hidden=(16,), epochs=3, batch_size=20,
+                       n_images=1000, val_size=100, lr=3e-3, seed=1)
+    (X, y), (X_test, y_test) = mnist
+    model = nn.train(recipe, ((X, y), (X_test[:1000], y_test[:1000])))
+    assert model.kind == "cnn" and model.describe() == "1x28x28-conv4x5-16-10 (relu)"
+    assert model.metrics["n"] == 1000
+    assert model.metrics["accuracy"] >= 0.7, model.metrics["accuracy"]
+    assert model.history[-1]["train_loss"] < model.history[0]["train_loss"]

@@ -1,0 +1,179 @@
+"""Speed tricks: the one place where the engine trades a little clarity for speed.
+
+Everything else in ``nn`` is written the plain way. Each trick here says why it
+exists and what it measured, and each can be switched off (``ENABLED``), so
+``python benchmarks/bench.py --ablation`` re-measures what it is worth on the
+machine at hand (results in ``benchmarks/results/latest.json``, figures quoted
+below from a 2-vCPU Xeon, NumPy 2.4 with OpenBLAS).
+
+1. **Reused training buffers** (``buffer``). A layer's output and its large
+   scratch arrays (the im2col matrix of a convolution: up to 80 MB a batch) are
+   written into arrays the layer keeps between training steps, instead of fresh
+   ones. Large fresh arrays come from ``mmap`` and cost a page fault per 4 KB
+   on first touch; small ones cost an allocator call. Only training uses them:
+   inference allocates fresh arrays and stores nothing on a layer, so one
+   network can serve many threads at once.
+
+2. **BLAS threads sized per product** (``training_threads``, ``matmul``). On a
+   2-core machine OpenBLAS splitting every small product over both cores is
+   slower than one thread: waking the helper thread costs more than it saves,
+   and a weight matrix read on one core and updated by the optimizer on the
+   other must travel between their caches. So during training small steps run
+   BLAS on one thread, except the weight-gradient products ``dW = X^T dY``,
+   which only write a gradient and get every thread; steps of at least
+   ``PARALLEL_MIN_STEP_MACS`` multiply-adds (batch size x the network's
+   multiply-adds per image: batch 512, wide layers, any convolutional network)
+   keep all threads throughout.
+
+3. **Flushing tiny optimizer state** (``flush_subnormals``). When a ReLU unit
+   stops receiving gradient its momentum decays geometrically and after a few
+   hundred steps becomes a float32 *subnormal* number, which the CPU handles
+   about 40x slower; at batch 32 that alone made an epoch 3-4x slower. Every
+   ``FLUSH_EVERY`` steps, state below ``FLUSH_BELOW`` (far below anything that
+   could move a weight) is set to zero, before it can reach the subnormal range.
+
+Outside ``training_threads`` ``matmul`` is plain ``np.matmul``, and so it is
+everywhere when the optional ``threadpoolctl`` package is missing.
+
+A server with many visitors is another matter: ``limit_blas_threads(1)``
+makes every product single-threaded for the whole process. OpenBLAS threads
+wait for work by spinning, so several products running at once (two
+trainings, a dozen sessions drawing) each wanting both cores fight over them:
+a small CNN's training step was seen to take 200 times longer while other
+processes kept the cores busy. There, parallelism comes from the sessions.
+"""
+
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+
+__all__ = ["ENABLED", "buffer", "memory_order", "drop_buffers", "limit_blas_threads", "matmul", "training_threads", "flush_subnormals",
+           "PARALLEL_MIN_STEP_MACS", "PARALLEL_MIN_GRADIENT_MACS", "FLUSH_EVERY", "FLUSH_BELOW"]
+
+#: Switches for the ablation benchmark; all on in normal use.
+ENABLED = {"buffers": True, "blas_threads": True, "flush_subnormals": True}
+
+# -- 1. reused training buffers ---------------------------------------------------------
+
+_MAX_BUFFERS_PER_LAYER = 8   # batch sizes only change at an epoch's last batch
+
+
+def buffer(owner, name, shape, dtype=np.float32, order=None):
+    """An uninitialised array of ``shape`` that ``owner`` keeps for the next training step.
+
+    The contents are garbage: callers overwrite it completely (``out=``). The
+    array stays valid until ``owner`` asks for the same ``name`` and ``shape``
+    again, i.e. until the next training step with that batch size.
+    ``order``: the order of the axes in memory, outermost first (default: C
+    order); e.g. ``(0, 2, 3, 1)`` gives a (n, c, h, w) array stored as
+    (n, h, w, c), the layout convolutions compute in (see ``nn.conv``).
+    """
+    shape = tuple(shape)
+    order = tuple(range(len(shape))) if order is None else tuple(order)
+    stored = tuple(shape[i] for i in order)
+    if not ENABLED["buffers"]:
+        array = np.empty(stored, dtype)
+    else:
+        store = owner.__dict__.setdefault("_buffers", {})
+        key = (name, stored, np.dtype(dtype).str)
+        array = store.get(key)
+        if array is None:
+            if len(store) >= _MAX_BUFFERS_PER_LAYER:
+                store.clear()
+            array = store[key] = np.empty(stored, dtype)
+    return array.transpose(np.argsort(order))
+
+
+def memory_order(x):
+    """The order of ``x``'s axes in memory, outermost first (for ``buffer(order=...)``)."""
+    return tuple(int(i) for i in np.argsort([-s for s in x.strides], kind="stable"))
+
+
+def drop_buffers(owner):
+    """Forget ``owner``'s buffers (after a dtype change, or to free memory)."""
+    owner.__dict__.pop("_buffers", None)
+
+
+# -- 2. BLAS threads -----------------------------------------------------------------------
+
+#: A training step at least this big (batch size x multiply-adds per image) keeps every BLAS thread.
+PARALLEL_MIN_STEP_MACS = 2e7
+#: Below that, a weight-gradient product of at least this many multiply-adds still gets them.
+PARALLEL_MIN_GRADIENT_MACS = 2e6
+
+_lock = threading.Lock()
+_state = {"users": 0, "libs": [], "max": 1}  # users: trainings in the one-thread mode now
+
+
+def _set_threads(n):
+    for lib in _state["libs"]:
+        lib.set_num_threads(n)
+
+
+def matmul(a, b, out=None, *, weight_gradient=False):
+    """``np.matmul(a, b, out=out)``; pass ``weight_gradient=True`` for ``dW = X^T dY``."""
+    if (weight_gradient and _state["users"] and _state["max"] > 1
+            and a.shape[0] * a.shape[-1] * b.shape[-1] >= PARALLEL_MIN_GRADIENT_MACS):
+        _set_threads(_state["max"])
+        try:
+            return np.matmul(a, b, out=out)
+        finally:
+            _set_threads(1)  # also sends the helper threads back to sleep
+    return np.matmul(a, b, out=out)
+
+
+@contextmanager
+def training_threads(work):
+    """BLAS threads for training steps of ``work`` = batch size x multiply-adds per image.
+
+    Never uses more threads than were allowed on entry (``threadpool_limits``,
+    ``OPENBLAS_NUM_THREADS``) and restores that number on exit. Safe to nest
+    and to enter from several threads (the count is per process).
+    """
+    if work >= PARALLEL_MIN_STEP_MACS or not ENABLED["blas_threads"]:
+        yield
+        return
+    with _lock:
+        if _state["users"] == 0:
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:
+                libs = []
+            else:
+                libs = ThreadpoolController().select(user_api="blas").lib_controllers
+            _state.update(libs=libs, max=min([lib.num_threads or 1 for lib in libs] or [1]))
+            _set_threads(1)
+        _state["users"] += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _state["users"] -= 1
+            if _state["users"] == 0:
+                _set_threads(_state["max"])
+
+
+def limit_blas_threads(n):
+    """Let BLAS use at most ``n`` threads in this whole process, from now on (a
+    shared server: see the module docstring). Returns False without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return False
+    threadpool_limits(limits=n, user_api="blas")
+    return True
+
+
+# -- 3. subnormal flushing -----------------------------------------------------------------
+
+FLUSH_EVERY = 100
+FLUSH_BELOW = 1e-30
+
+
+def flush_subnormals(arrays, step):
+    """Every ``FLUSH_EVERY`` steps, set entries with ``|x| < FLUSH_BELOW`` to 0, in place."""
+    if not ENABLED["flush_subnormals"] or step % FLUSH_EVERY:
+        return
+    for a in arrays:
+        a[np.abs(a) < FLUSH_BELOW] = 0
