@@ -81,8 +81,14 @@ CANVAS_FIX = """<script>
   fix(); new MutationObserver(fix).observe(document.body, {childList: true, subtree: true});
 })();
 </script>"""
+# Phones: a smaller title and no introduction, so that the canvas, the Prediction and
+# its bars fit on one screen (checked at 390x844 in tests/test_browser.py).
 PAGE_CSS = """<style>
-@media (max-width: 640px) { .block-container { padding-top: 2.2rem; } h1 { font-size: 1.6rem; } }
+@media (max-width: 640px) {
+  [data-testid="stMainBlockContainer"] { padding-top: 3rem; }
+  h1 { font-size: 1.5rem !important; padding-top: 0 !important; }
+  .st-key-intro { display: none; }
+}
 </style>"""
 
 
@@ -270,16 +276,18 @@ def canvas_ui():
                        initial_drawing=ss.get("canvas_initial"))
     json_data = None if result is None else result.json_data
     ss["canvas_json"] = json_data
-    clear, undo, width = st.columns([1, 1, 2], vertical_alignment="center")
-    if clear.button("Clear", icon=":material/delete:", key="canvas_clear_btn",
-                    width="stretch"):
-        new_canvas(None)
-    if undo.button("Undo", icon=":material/undo:", key="canvas_undo_btn",
-                   width="stretch", disabled=not (isinstance(json_data, dict) and json_data.get("objects"))):
-        new_canvas(inputs.undo(json_data))
-    width.select_slider("Pen", options=[6, 10, 14, 18, 24, 30, 40], value=18, key="stroke_width",
-                        label_visibility="collapsed", format_func=lambda w: f"pen {w} px",
-                        help="The pen's width in pixels (the canvas is 280 pixels wide).")
+    # A horizontal row, not columns: columns stack on a phone and would push the
+    # prediction below the screen.
+    with st.container(horizontal=True, vertical_alignment="center", gap="small"):
+        if st.button("Clear", icon=":material/delete:", key="canvas_clear_btn"):
+            new_canvas(None)
+        if st.button("Undo", icon=":material/undo:", key="canvas_undo_btn",
+                     disabled=not (isinstance(json_data, dict) and json_data.get("objects"))):
+            new_canvas(inputs.undo(json_data))
+        with st.popover(f"Pen {stroke} px", icon=":material/edit:"):
+            st.select_slider("Pen width", options=[6, 10, 14, 18, 24, 30, 40], value=18,
+                             key="stroke_width", format_func=lambda w: f"{w} px",
+                             help="The pen's width in pixels (the canvas is 280 pixels wide).")
     return json_data
 
 
@@ -323,10 +331,11 @@ def other_network(active):
 def prediction_ui(active, img28, atlas):
     probs = inference.predict(active.model, img28)
     digit = int(probs.argmax())
-    c1, c2 = st.columns(2)
-    c1.metric("Prediction", str(digit))
-    c2.metric("Confidence", f"{probs[digit]:.1%}", help=glossary.CHART_HELP["probabilities"])
-    vega(figures.probability_chart(probs), key="probs_chart")
+    with st.container(horizontal=True, gap="large"):
+        st.metric("Prediction", str(digit), width="content")
+        st.metric("Confidence", f"{probs[digit]:.1%}", width="content",
+                  help=glossary.CHART_HELP["probabilities"])
+    vega(figures.probability_chart(probs, height=160), key="probs_chart")
     if atlas is not None:
         place = atlas.place(active.model, img28)
         if place.unusual:
@@ -396,7 +405,7 @@ def draw_ui(visitor, active, mnist):
     """Canvas, upload, prediction and labelling. A fragment: a stroke reruns only this."""
     started, cpu = time.perf_counter(), time.thread_time()
     ss = st.session_state
-    left, right = st.columns([1, 1], gap="large")
+    left, right = st.columns([1, 1], gap="medium")
     with left:
         json_data = canvas_ui()
     img28, error = inputs.read_canvas(json_data)
@@ -1110,7 +1119,7 @@ def page_ui():
     st.html(PAGE_CSS)
     st.html(CANVAS_FIX, unsafe_allow_javascript=True)
     st.title("Digit Lab")
-    st.caption(INTRO)
+    st.container(key="intro").caption(INTRO)
     visitor = visitor_ui()
     session_defaults()
     ss["active"], message = session.collect_training(trainings(), visitor, ss["runs"],

@@ -8,11 +8,21 @@ description for ``N_MAP`` MNIST test digits and
   network finds alike land close together;
 - finds a drawing's nearest MNIST digits in the full description (not on the
   flattened map), shown as pictures;
-- says when a drawing is unlike every digit it has seen: when its distance
-  to the nearest of them is larger than that of 99% of other test digits
-  (``N_CALIBRATION`` of them, not on the map). Softmax confidence cannot say
-  this: the probabilities always add up to 100%, so a scribble must go
-  somewhere, often with 99% "confidence".
+- says when a drawing is unlike every digit it has seen: when it is farther
+  from every map digit than 99% of other test digits are (``N_CALIBRATION``
+  of them, not on the map). Softmax confidence cannot say this: the
+  probabilities always add up to 100%, so a scribble must go somewhere, often
+  with 99% "confidence".
+
+"Farther" is measured twice and the larger counts: in what the last hidden
+layer makes of the images, and in the images themselves (slightly blurred, so
+that a stroke one pixel off still counts as near). Each distance is divided by
+the distance that 1% of calibration digits exceed; the larger of the two is
+the drawing's *score*, and its threshold is again the score 1% of calibration
+digits exceed. Either distance alone misses things: a network trained only on
+digits maps a dot or a scribble close to some digit in its hidden layer
+(measured: 0.65x the threshold for a dot, 0.67x for a scribble with the shipped
+MLP), while in pixels the same drawings stand out (1.17x, 1.30x).
 
 An atlas is built once per network (about a second for the default CNN) and
 placing a drawing costs a forward pass and a neighbour search (under 100 ms).
@@ -35,8 +45,9 @@ N_NEIGHBOURS = 5
 @dataclass(frozen=True)
 class Placement:
     """Where one image lands: ``point`` (2,) on the map, the indices of its
-    ``neighbours`` among the map's digits (nearest first), the distance to the
-    nearest, and ``unusual``: farther than ``PERCENTILE``% of test digits are."""
+    ``neighbours`` among the map's digits (nearest first), its ``distance``
+    score (see the module docstring), and ``unusual``: farther than
+    ``PERCENTILE``% of test digits are."""
     point: np.ndarray
     neighbours: np.ndarray
     distance: float
@@ -69,10 +80,25 @@ class Atlas:
         self.pca = PCA(n_components=2, random_state=seed).fit(features)
         self.points = self.pca.transform(features)
         self.search = NearestNeighbors(n_neighbors=N_NEIGHBOURS).fit(features)
-        nearest, _ = self.search.kneighbors(model.features(X_test[calibration]).astype(np.float64),
-                                            n_neighbors=1)
-        self.threshold = float(np.percentile(nearest[:, 0], PERCENTILE))
+        self.pixel_search = NearestNeighbors(n_neighbors=1).fit(_blurred(X_test[self.index]))
         self.calibration = calibration
+        self.scales = (1.0, 1.0)
+        feature_d, pixel_d = self._distances(model, X_test[calibration])
+        self.scales = (float(np.percentile(feature_d, PERCENTILE)),
+                       float(np.percentile(pixel_d, PERCENTILE)))
+        self.threshold = float(np.percentile(
+            self._score(feature_d / self.scales[0], pixel_d / self.scales[1]), PERCENTILE))
+
+    def _distances(self, model, X):
+        """Distances to the nearest map digit in features and in pixels, each divided by
+        its calibration scale: two (n,) arrays."""
+        feature_d, _ = self.search.kneighbors(model.features(X).astype(np.float64), n_neighbors=1)
+        pixel_d, _ = self.pixel_search.kneighbors(_blurred(X))
+        return feature_d[:, 0] / self.scales[0], pixel_d[:, 0] / self.scales[1]
+
+    @staticmethod
+    def _score(feature_d, pixel_d):
+        return np.maximum(feature_d, pixel_d)
 
     def place(self, model, img28):
         """A ``Placement`` for one (28, 28) image and the same network."""
@@ -81,7 +107,15 @@ class Atlas:
     def place_many(self, model, X):
         """``Placement`` for each row of ``X`` (n, 784)."""
         f = model.features(X).astype(np.float64)
-        distances, neighbours = self.search.kneighbors(f)
+        _, neighbours = self.search.kneighbors(f)
         points = self.pca.transform(f)
-        return [Placement(points[i], neighbours[i], float(distances[i, 0]), self.threshold)
+        score = self._score(*self._distances(model, X))
+        return [Placement(points[i], neighbours[i], float(score[i]), self.threshold)
                 for i in range(len(f))]
+
+
+def _blurred(X):
+    """Images (n, 784) -> the same, each pixel averaged with its 8 neighbours, as float64."""
+    X = np.asarray(X, dtype=np.float64).reshape(-1, 28, 28)
+    p = np.pad(X, ((0, 0), (1, 1), (1, 1)))
+    return (sum(p[:, i:i + 28, j:j + 28] for i in range(3) for j in range(3)) / 9).reshape(len(X), -1)

@@ -18,6 +18,10 @@ is applied.  `to_mnist` applies it, after deciding which pixels are ink:
   subtracted, contrast below max(0.12, 6 * noise sigma) is treated as paper,
   the strong ink level (99th percentile) is scaled to 1 and values below 0.15
   of it are zeroed, so paper texture and JPEG noise do not become ink.
+  When the border's brightness varies (a shadow over part of the sheet, a
+  lamp on one side), the background is not one level but the paper's own
+  brightness under each pixel (``_background``), so a shadowed corner is not
+  taken for ink.
 
 Uploaded files go through `load_image` first: it refuses files that are too
 large, not images, truncated or decompression bombs with a ValueError whose
@@ -39,6 +43,7 @@ MAX_BYTES = 5_000_000     # load_image: refuse larger files before opening them
 UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
 WORK_SIDE = 1000          # larger images are block-averaged down to about this
 MIN_CONTRAST = 0.12       # ink must differ from the background by this much (0..1)
+UNEVEN_LIGHT = 0.1        # brightness differences along the border that mean a shadow
 NOISE_SIGMAS = 6.0        # ... and by this many background noise sigmas
 WEAK_INK = 0.15           # normalised values below this are zeroed
 BOX_INK = 0.3             # pixels at or above this define the bounding box
@@ -226,8 +231,14 @@ def _ink_map(arr):
                 arr[:, :, 0] * 0.299 + arr[:, :, 1] * 0.587 + arr[:, :, 2] * 0.114)
         border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
         bg = float(np.median(border))
-        sigma = 1.4826 * float(np.median(np.abs(border - bg)))
-        contrast = (bg - arr) if bg > 0.5 else (arr - bg)  # light paper: dark ink
+        light_paper = bg > 0.5  # dark ink on it
+        if min(arr.shape) >= 32 and _uneven(border):
+            bg = _background(arr, light_paper)  # a shadow or a lamp: the paper's own level
+            edge = np.concatenate([bg[0], bg[-1], bg[:, 0], bg[:, -1]])
+            sigma = 1.4826 * float(np.median(np.abs(border - edge)))
+        else:
+            sigma = 1.4826 * float(np.median(np.abs(border - bg)))
+        contrast = (bg - arr) if light_paper else (arr - bg)
         threshold = max(MIN_CONTRAST, NOISE_SIGMAS * sigma)
     candidates = contrast[contrast > threshold]
     if candidates.size < max(MIN_INK_PIXELS, MIN_INK_FRACTION * contrast.size):
@@ -238,6 +249,36 @@ def _ink_map(arr):
     np.clip(ink, 0.0, 1.0, out=ink)
     ink[ink < WEAK_INK] = 0.0
     return ink
+
+
+def _uneven(border, pieces=16):
+    """True when the light changes along the border (a shadow, a lamp on one side):
+    the medians of ``pieces`` stretches of it differ by more than ``UNEVEN_LIGHT``.
+    Medians of stretches, so that paper grain and sensor noise do not count."""
+    n = len(border) // pieces * pieces
+    if n == 0:
+        return False
+    medians = np.median(border[:n].reshape(pieces, -1), axis=1)
+    return float(medians.max() - medians.min()) > UNEVEN_LIGHT
+
+
+def _background(gray, light_paper, side=64, window=7):
+    """The paper's brightness under each pixel of ``gray`` (H, W), for photos lit
+    unevenly: on a copy shrunk to about ``side`` pixels, a grey-level closing
+    (light paper: the maximum, then the minimum, over ``window`` x ``window``)
+    erases every stroke thinner than the window and keeps the slow changes of the
+    light; enlarged back smoothly. Dark paper: the opening instead."""
+    h, w = gray.shape
+    f = max(1, math.ceil(max(h, w) / side))
+    fy, fx = min(f, h), min(f, w)          # thin images: per axis
+    hh, ww = h // fy * fy, w // fx * fx
+    small = gray[:hh, :ww].reshape(hh // fy, fy, ww // fx, fx).mean(axis=(1, 3))
+    first, second = (np.max, np.min) if light_paper else (np.min, np.max)
+    for reduce in (first, second):
+        pad = np.pad(small, window // 2, mode="edge")
+        small = reduce(np.lib.stride_tricks.sliding_window_view(pad, (window, window)), axis=(2, 3))
+    out = Image.fromarray(small.astype(np.float32), "F").resize((w, h), Image.Resampling.BILINEAR)
+    return np.asarray(out, dtype=np.float32)
 
 
 def _fit_and_centre(crop):

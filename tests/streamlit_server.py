@@ -25,8 +25,10 @@ CHROMIUM_ARGS = [
 
 EXCEPTION = '[data-testid="stException"]'
 RUNNING = '[data-testid="stStatusWidgetRunningIcon"], [data-testid="stStatusWidget"] [aria-label="Running..."]'
-CANVAS = ".st-key-canvas canvas.upper-canvas"
-RESET_CANVAS = "Reset canvas & history"  # aria-label of the canvas toolbar's bin button
+# The canvas of the current generation (its widget key is canvas_<n>; Clear and Undo
+# make a new one). The component lives in an open shadow root: Playwright's CSS
+# engine pierces it.
+CANVAS = "[class*='st-key-canvas_'] canvas.upper-canvas"
 
 # On a loaded 2-core CI box the server alone can take a while to answer.
 SERVER_START_TIMEOUT = 90  # s, until /_stcore/health answers "ok"
@@ -50,7 +52,8 @@ def healthy(url):
 class Server:
     """``streamlit run <app>`` in its own process group, logging to ``<workdir>/streamlit.log``.
 
-    Saved networks go to ``<workdir>/weights`` (never into the checkout's weights/).
+    Saved networks go to ``<workdir>/weights`` (never into the checkout's weights/),
+    drawings to ``<workdir>/drawings.sqlite3``.
     With DIGITLAB_LOG_LEVEL=DEBUG the app logs every page run and every Draw fragment
     rerun with its duration (the tests and the load test read them from the log).
     """
@@ -68,6 +71,7 @@ class Server:
         weights = self.workdir / "weights"
         weights.mkdir(exist_ok=True)
         env = dict(os.environ, DIGITLAB_WEIGHTS=str(weights), PYTHONUNBUFFERED="1",
+                   DIGITLAB_DB=str(self.workdir / "drawings.sqlite3"),
                    STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", DIGITLAB_LOG_LEVEL="DEBUG")
         if self.mnist:
             env["MNIST_DATA"] = str(self.mnist)
