@@ -141,13 +141,15 @@ def strip_png(values, per_row=64, scale=10):
     dark = off, yellow = strongly on), ``per_row`` units a row, as PNG bytes."""
     values = np.asarray(values, dtype=np.float64).ravel()
     n = len(values)
-    rows = -(-n // per_row)
-    grid = np.full(rows * per_row, np.nan)
+    if n == 0:
+        return png_bytes(np.full((scale, scale, 3), 255, np.uint8))
+    cols = min(per_row, n)
+    rows = -(-n // cols)
+    grid = np.full(rows * cols, np.nan)
     grid[:n] = values
-    grid = grid.reshape(rows, min(per_row, n) if rows == 1 else per_row)
-    rgb = sequential_rgb(np.nan_to_num(grid, nan=values.min() if n else 0.0),
-                         min(0.0, float(values.min()) if n else 0.0),
-                         float(values.max()) if n else 1.0)
+    grid = grid.reshape(rows, cols)
+    rgb = sequential_rgb(np.nan_to_num(grid, nan=0.0), min(0.0, float(values.min())),
+                         float(values.max()))
     rgb[np.isnan(grid)] = 255
     return png_bytes(enlarge(rgb, scale))
 

@@ -35,7 +35,12 @@ _COORD_LIMIT = 10 * CANVAS_SIZE
 
 
 def _number(v):
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
+    if not isinstance(v, numbers.Real) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # a JSON integer with hundreds of digits
+        return False
 
 
 def _path_points(commands):
@@ -97,8 +102,33 @@ def strokes_from_canvas(json_data):
         total += len(points)
         if total > nn.strokes.MAX_STROKE_POINTS:
             raise ValueError("the drawing has too many points")
+        if _moved(obj, points):
+            raise ValueError("a stroke was moved, scaled or rotated")
         strokes.append((points, float(width)))
     return strokes
+
+
+def _moved(obj, points, tolerance=3.0):
+    """True if a stroke's position (fabric's ``left``/``top``) is not where its points
+    put it: it was dragged after it was drawn. The position refers to the stroke's
+    box (points and half the pen around them) at its ``originX``/``originY``:
+    "center" (streamlit-drawable-canvas 0.13), "left"/"top" (older fabric.js) or
+    "right"/"bottom". Without a position the points are taken as they are."""
+    if "left" not in obj and "top" not in obj:
+        return False
+    half = float(obj.get("strokeWidth", 0)) / 2
+    lo, hi = points.min(axis=0), points.max(axis=0)
+    expected = []
+    for axis, key, origin in ((0, "left", obj.get("originX", "center")),
+                              (1, "top", obj.get("originY", "center"))):
+        where = {"center": (lo[axis] + hi[axis]) / 2, "left": lo[axis] - half,
+                 "top": lo[axis] - half, "right": hi[axis] + half,
+                 "bottom": hi[axis] + half}.get(origin)
+        value = obj.get(key)
+        if where is None or not _number(value) or abs(value - where) > tolerance:
+            return True
+        expected.append(where)
+    return False
 
 
 def draw(strokes):

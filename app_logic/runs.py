@@ -82,10 +82,14 @@ class RunHistory:
         self.runs.append(run)
         del self.runs[:-MAX_RUNS]
         with_model = [r for r in self.runs if r.model is not None]
-        for old in with_model[:-MAX_NETWORKS]:
-            if old.id not in keep:
+        excess = len(with_model) - MAX_NETWORKS
+        for old in with_model:  # oldest first; the kept one (the active network) stays
+            if excess <= 0:
+                break
+            if old.id not in keep and old is not run:
                 old.model = None
                 old.frames = []
+                excess -= 1
         return run
 
     def get(self, run_id):

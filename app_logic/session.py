@@ -63,7 +63,7 @@ def resolve(choice, runs, load=library.load_checked):
     ``nn.ModelFileError``."""
     kind, _, what = str(choice).partition(":")
     if kind == "run":
-        run = runs.get(int(what)) if what.isdigit() else None
+        run = runs.get(int(what)) if what.isascii() and what.isdigit() else None
         if run is None or run.model is None:
             return None, "That run's network is no longer kept in this session."
         return ActiveNetwork(choice, run.key, run.model, runs.label(run)), None
@@ -130,4 +130,4 @@ def record_teaching(result, runs, parent_label, active_choice):
 
 def _run_id(choice):
     kind, _, what = str(choice).partition(":")
-    return int(what) if kind == "run" and what.isdigit() else None
+    return int(what) if kind == "run" and what.isascii() and what.isdigit() else None

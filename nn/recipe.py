@@ -215,6 +215,13 @@ class Recipe:
             found["nesterov"] = ("Nesterov momentum (nesterov) only applies to the momentum "
                                  "optimizer.")
         if not found:
+            n_val = round(self.n_images * self.val_size) if self.val_size < 1 else self.val_size
+            if self.batch_size > self.n_images - n_val:
+                found["batch_size"] = (
+                    f"Batch size (batch_size) {self.batch_size} is larger than the "
+                    f"{self.n_images - n_val:,} training images left after holding "
+                    f"{n_val:,} out for validation: use more images or a smaller batch.")
+        if not found:
             try:
                 self.spec()
             except ValueError as e:
@@ -265,7 +272,9 @@ def _show(v):
 
 
 def _bounds_text(low, high, integer):
-    return f"a whole number from {low:g} to {high:g}" if integer else f"a number from {low:g} to {high:g}"
+    if integer:
+        return f"a whole number from {int(low):,} to {int(high):,}"
+    return f"a number from {low:g} to {high:g}"
 
 
 def _problem(name, s, value, app):

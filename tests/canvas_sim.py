@@ -157,8 +157,10 @@ def fabric_json(kind="7", box=(0.2, 0.15, 0.6, 0.7), width=18, size=280, steps=1
         for p, q in zip(pix[:-1], pix[1:]):
             commands.append(["Q", p[0], p[1], (p[0] + q[0]) / 2, (p[1] + q[1]) / 2])
         commands.append(["L", *pix[-1]])
+        xs, ys = [p[0] for p in pix], [p[1] for p in pix]
         objects.append({"type": "Path", "version": "7.4.0", "originX": "center", "originY": "center",
-                        "left": 0, "top": 0, "stroke": "#FFFFFF", "strokeWidth": width,
+                        "left": (min(xs) + max(xs)) / 2, "top": (min(ys) + max(ys)) / 2,
+                        "stroke": "#FFFFFF", "strokeWidth": width,
                         "strokeLineCap": "round", "strokeLineJoin": "round", "scaleX": 1,
                         "scaleY": 1, "angle": 0, "skewX": 0, "skewY": 0, "fill": None,
                         "path": [[c[0], *map(float, c[1:])] for c in commands]})

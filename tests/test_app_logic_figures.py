@@ -138,9 +138,6 @@ def test_strip_png():
     assert decode(figures.strip_png(np.ones(64))).shape == (10, 640, 3)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: figures.strip_png raises ValueError ('cannot "
-                   "reshape array of size 64 into shape (1, n)') for a layer of fewer than "
-                   "per_row=64 units, e.g. a network with hidden=(32,) on the Inside tab")
 @pytest.mark.parametrize("units", [8, 32])
 def test_strip_png_of_a_narrow_layer(units):
     assert decode(figures.strip_png(np.arange(float(units)))).shape == (10, 10 * units, 3)

@@ -172,20 +172,12 @@ def test_values_fine_alone_but_not_together():
     assert not recipe.nesterov and recipe.optimizer == "sgd" and len(problems) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a batch larger than the training images left "
-                   "after validation (500 images, batch 512) passes from_query and "
-                   "Recipe.problems(app=True) (the old settings_problem refused it); the "
-                   "training then fails in its thread: 'batch_size (512) is larger than the "
-                   "training set (450 samples)'")
 def test_a_batch_larger_than_the_training_images_is_refused():
     recipe, problems = retrain.from_query({"n_images": "500", "batch_size": "512"})
     assert problems and recipe.batch_size <= 450
     assert DEFAULTS.replace(n_images=500, batch_size=512).problems(app=True)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: nn.recipe formats whole-number bounds with :g, "
-                   "so the seed message says 'from 0 to 2.14748e+09' instead of 2147483647 "
-                   "(the old settings message named the exact limit)")
 def test_the_seed_limit_is_named_exactly():
     _, (problem,) = retrain.from_query({"seed": "-1"})
     assert "2147483647" in problem or "2,147,483,647" in problem

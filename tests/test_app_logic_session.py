@@ -252,9 +252,6 @@ def test_record_teaching_keeps_the_active_runs_network():
     assert runs.get(1).model is None
 
 
-@pytest.mark.xfail(strict=True, reason="bug (minor, not reachable from today's page): resolve "
-                   "checks a run id with str.isdigit, which accepts '²', and int('²') raises "
-                   "ValueError instead of returning (None, message)")
 def test_an_odd_run_number_is_refused_not_raised():
     active, error = session.resolve("run:²", history_with(0.9))
     assert active is None and error
