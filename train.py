@@ -9,8 +9,8 @@ Every option is a setting of ``nn.Recipe`` (its help text comes from there);
 ``--preset`` picks the recipe they start from (``default``: the shipped CNN;
 ``mlp``: the shipped MLP; ``quick``: the app's Retrain tab; ``plain``:
 ``nn.Recipe()``, no augmentation). Prints a progress bar per epoch, a line per
-epoch and the test report; writes the model (.npz), a JSON copy of its
-history and evaluation, and PNG plots (curves, confusion matrix) beside it.
+epoch and the test report; writes the model (.npz) and a JSON copy of its
+history and evaluation beside it.
 A bad argument prints one line and exits with status 2, writing nothing.
 """
 
@@ -142,9 +142,7 @@ def format_report(metrics):
 
 
 def write_outputs(model, out):
-    """The model, a JSON copy of its history and metrics, and PNG plots, all beside each other."""
-    from app_logic import figures
-
+    """The model and, beside it, a JSON copy of its history and evaluation."""
     nn.save(model, out)
     report = {"architecture": model.describe(), "spec": model.spec, "recipe": model.recipe,
               "trained_on": model.trained_on, "train_seconds": model.train_seconds,
@@ -153,16 +151,7 @@ def write_outputs(model, out):
     tmp = json_path.with_name(f".{json_path.name}.tmp")
     tmp.write_text(json.dumps(report, indent=1))
     os.replace(tmp, json_path)
-    pictures = {"curves": figures.training_curves([(model.describe(), model.history)]),
-                "confusion": figures.confusion_matrix_figure(model.metrics["confusion_matrix"])}
-    paths = []
-    for name, fig in pictures.items():
-        path = out.with_name(f"{out.stem}_{name}.png")
-        tmp = path.with_name(f".{path.stem}.tmp.png")
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
-        paths.append(path)
-    return [out, json_path, *paths]
+    return [out, json_path]
 
 
 def main(argv=None):

@@ -258,6 +258,65 @@ def run(data, model_paths, seed=0, limit=None, mnist_dir=None):
             "models": results}
 
 
+# ---------------------------------------------------------------- teaching
+
+TEACH_PER_DIGIT = 2          # drawings per digit a writer teaches (20 in all)
+REHEARSAL = 10_000           # MNIST training images rehearsed while teaching
+
+
+def teach_writers(model, X, labels, writers, mnist, seed=0, rehearsal=True, steps=None):
+    """Teach ``model`` each writer's handwriting and measure how it reads the rest.
+
+    For every writer with at least TEACH_PER_DIGIT + 1 drawings of each digit:
+    a seeded choice of TEACH_PER_DIGIT drawings per digit is taught with
+    ``nn.fine_tune`` (rehearsing REHEARSAL MNIST training images, as the app's
+    Teach button does: ``app_logic.teaching.TEACH_SETTINGS``), then accuracy on
+    the writer's other drawings is measured, before and after, and the taught
+    network's MNIST test accuracy. ``mnist``: ((X_train, y_train), (X_test, y_test)).
+    """
+    from app_logic.teaching import TEACH_SETTINGS
+
+    (X_train, y_train), (X_test, y_test) = mnist
+    pick = np.sort(np.random.default_rng(seed).permutation(len(X_train))[:REHEARSAL])
+    base = {"X_base": X_train[pick], "y_base": y_train[pick]} if rehearsal else {}
+    settings = dict(TEACH_SETTINGS, **({"steps": steps} if steps else {}))
+    mnist_before = float((model.predict(X_test) == y_test).mean())
+    rows = []
+    for w in np.unique(writers):
+        mine = np.flatnonzero(writers == w)
+        counts = np.bincount(labels[mine], minlength=10)
+        if counts.min() <= TEACH_PER_DIGIT:
+            continue
+        rng = np.random.default_rng((seed, int(w)))
+        taught = np.concatenate([rng.choice(mine[labels[mine] == d], TEACH_PER_DIGIT, replace=False)
+                                 for d in range(10)])
+        rest = np.setdiff1d(mine, taught)
+        started = time.perf_counter()
+        new = nn.fine_tune(model, X[taught], labels[taught], seed=seed, **base, **settings)
+        seconds = time.perf_counter() - started
+        rows.append({"writer": int(w), "n_rest": int(len(rest)), "seconds": round(seconds, 2),
+                     "before": float((model.predict(X[rest]) == labels[rest]).mean()),
+                     "after": float((new.predict(X[rest]) == labels[rest]).mean()),
+                     "mnist_after": float((new.predict(X_test) == y_test).mean())})
+    summary = {"writers": len(rows), "rehearsal": rehearsal, "settings": settings,
+               "before_mean": float(np.mean([r["before"] for r in rows])),
+               "after_mean": float(np.mean([r["after"] for r in rows])),
+               "mnist_before": mnist_before,
+               "mnist_after_mean": float(np.mean([r["mnist_after"] for r in rows])),
+               "mnist_after_min": float(np.min([r["mnist_after"] for r in rows])),
+               "seconds_median": float(np.median([r["seconds"] for r in rows])),
+               "seconds_max": float(np.max([r["seconds"] for r in rows]))}
+    return {"summary": summary, "writers": rows}
+
+
+def teaching_markdown(name, result):
+    s = result["summary"]
+    return (f"| {name} | {s['writers']} | {'yes' if s['rehearsal'] else 'no'} | "
+            f"{_pct(s['before_mean'])} | {_pct(s['after_mean'])} | {100 * s['mnist_before']:.2f}% | "
+            f"{100 * s['mnist_after_mean']:.2f}% (lowest {100 * s['mnist_after_min']:.2f}%) | "
+            f"{s['seconds_median']:.1f} s (max {s['seconds_max']:.1f} s) |")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None, help=f"unipen_dev.npz (default: ${ENV_VAR}, "
@@ -270,6 +329,10 @@ def main(argv=None):
                    help="MNIST folder for the test accuracy (default: $MNIST_DATA; "
                    "without it the accuracy stored in the model file)")
     p.add_argument("--out", default=str(RESULTS), help="JSON report (default: %(default)s)")
+    p.add_argument("--teach", action="store_true",
+                   help="also teach each network every writer's handwriting (2 drawings per "
+                        "digit, rehearsing 10,000 MNIST images) and measure the rest; needs MNIST")
+    p.add_argument("--no-rehearsal", action="store_true", help="with --teach: without rehearsal")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be at least 1")
@@ -285,11 +348,28 @@ def main(argv=None):
     except (DataError, nn.ModelFileError, nn.data.DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.teach:
+        if not (args.mnist and nn.data.mnist_available(args.mnist)):
+            print("error: --teach needs MNIST (--mnist or $MNIST_DATA)", file=sys.stderr)
+            return 2
+        samples, labels, writers, _ = load_unipen(data_path(args.data))
+        X = prepare(samples, np.arange(len(samples)), args.seed)
+        mnist = nn.data.load_mnist(args.mnist, download=False)
+        report["teaching"] = {model_name(m): teach_writers(nn.load(m), X, labels, writers, mnist,
+                                                           args.seed, not args.no_rehearsal)
+                              for m in models}
     report["seconds"] = round(time.perf_counter() - start, 2)
     write_json(report, args.out)
     print(f"{report['n']} of {report['of']} real pen-drawn digits (UNIPEN dev), drawn on a "
           f"{CANVAS}x{CANVAS} canvas with a {PEN} px pen, seed {args.seed}\n")
     print(markdown(report["models"]))
+    if args.teach:
+        print("\nTeaching each writer 2 drawings per digit, then reading their other drawings:\n")
+        print("| network | writers | rehearsal | before | after | MNIST test before | "
+              "MNIST test after | time to teach |")
+        print("|" + " --- |" * 8)
+        for name, result in report["teaching"].items():
+            print(teaching_markdown(name, result))
     print(f"\nTook {report['seconds']:.1f} s; wrote {args.out}")
     return 0
 

@@ -24,9 +24,12 @@ def require(condition, reason):
 
 
 def mnist_path():
-    """Where the tests look for MNIST: $MNIST_DATA, else ../shared/data/mnist beside the repo."""
-    env = os.environ.get("MNIST_DATA")
-    return Path(env) if env else ROOT.parent / "shared" / "data" / "mnist"
+    """Where the tests look for MNIST: where the app and train.py do ($MNIST_DATA, else
+    data/mnist in the repository), so a newcomer who pressed the app's Download
+    button runs the data tests too."""
+    from nn.data import resolve_data_dir
+
+    return resolve_data_dir()
 
 
 @pytest.fixture(scope="session")
