@@ -25,14 +25,12 @@ training (``app_logic.jobs``) -> run history (``app_logic.runs``) -> curves.
 """
 
 import functools
-import io
 import logging
 import os
 import time
 
 import numpy as np
 import streamlit as st
-from PIL import Image
 
 import nn
 import nn.data
@@ -60,7 +58,6 @@ TABS = {"draw": ":material/draw: Draw", "drawings": ":material/photo_library: My
 INTRO = ("A neural network written from scratch in NumPy reads your handwriting. Draw a digit, "
          "tell it when it is wrong, teach it, train your own and look inside.")
 LIVE_REFRESH_S = 0.5
-THUMB_SIDE = 56
 # Hide the drawing component's own toolbar (it lies invisibly over the canvas's top-right
 # corner and swallows strokes that start there; its pencil switches drawing off): our own
 # Clear and Undo buttons replace it. The component draws inside an open shadow root, which
@@ -354,25 +351,13 @@ def prediction_ui(active, img28, atlas):
     return digit
 
 
-def thumbnail_png(json_data, photo_png):
-    """The drawing (or photo) downsampled to a small grey PNG, stored with a label."""
-    if photo_png is not None:
-        img = Image.open(io.BytesIO(photo_png)).convert("L")
-    else:
-        img = Image.fromarray(inputs.draw(inputs.strokes_from_canvas(json_data))[:, :, 0])
-    img.thumbnail((THUMB_SIDE, THUMB_SIDE))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
-
-
 def label_ui(visitor, active, img28, digit, json_data, photo_png):
     """'Right' or 'No, it's a …': one click stores the drawing with its label."""
     ss = st.session_state
 
     def keep(label):
         try:
-            thumb = thumbnail_png(json_data, photo_png)
+            thumb = inputs.thumbnail_png(json_data, photo_png)
             store = drawings_store()
             cid = ss.get("collection") or store.personal_collection(visitor)
             store.add_drawing(visitor, cid, int(label), img28, thumb, predicted=digit,
@@ -705,23 +690,8 @@ def evaluation_ui(active, mnist, mnist_problem):
 # -- Retrain ------------------------------------------------------------------------------------------
 
 def seed_retrain_widgets(recipe):
-    """Put ``recipe``'s values into the Retrain widgets' keys (before they are drawn)."""
-    ss = st.session_state
-    ss["kind"] = "CNN" if recipe.conv else "MLP"
-    for group in nn.recipe.GROUPS:
-        for c in retrain.controls(group):
-            value = getattr(recipe, c.name)
-            if c.kind == "layers":
-                default = getattr(retrain.DEFAULTS, c.name) or (c.options[:2] if c.options else (64,))
-                values = value or default
-                ss[f"rt_{c.name}_n"] = len(values)
-                for i, v in enumerate(values):
-                    ss[f"rt_{c.name}_{i}"] = v
-            elif c.kind == "augmentation":
-                ss[f"rt_{c.name}_on"] = value > 0
-                ss[f"rt_{c.name}"] = float(value or c.default or c.high / 2)
-            else:
-                ss[f"rt_{c.name}"] = value
+    """Put ``recipe``'s values into the Retrain widgets (before they are drawn)."""
+    st.session_state.update(retrain.widget_values(recipe))
 
 
 def control_ui(c, disabled):
@@ -767,7 +737,7 @@ def settings_ui(disabled):
     if "rt_lr" not in ss:  # first visit of the tab in this session
         seed_retrain_widgets(retrain.DEFAULTS)
     values = {}
-    kind = st.segmented_control("Network", ["MLP", "CNN"], key="kind", disabled=disabled,
+    kind = st.segmented_control("Network", retrain.KINDS, key="kind", disabled=disabled,
                                 persist_state="page",
                                 help="MLP: every pixel connects to every hidden unit. CNN: small "
                                      "filters slide over the image first, so a stroke moved by a "
@@ -777,16 +747,11 @@ def settings_ui(disabled):
         with col:
             st.markdown(f"**{nn.recipe.GROUPS[group]}**")
             for c in retrain.controls(group):
-                if c.name in ("conv", "kernel") and kind != "CNN":
-                    values[c.name] = () if c.name == "conv" else retrain.DEFAULTS.kernel
+                if c.name in retrain.CNN_ONLY and kind != "CNN":
                     continue
                 values[c.name] = control_ui(c, disabled or (
-                    c.name in ("momentum", "nesterov") and ss.get("rt_optimizer") != "momentum"))
-    if values.get("conv") == () and kind == "CNN":
-        values["conv"] = retrain.DEFAULTS.conv
-    if ss.get("rt_optimizer") != "momentum":
-        values["nesterov"] = False
-    recipe = retrain.DEFAULTS.replace(**values)
+                    c.name in retrain.MOMENTUM_ONLY and ss.get("rt_optimizer") != "momentum"))
+    recipe = retrain.recipe_from_widgets(values, kind)
     return recipe, recipe.problems(app=True)
 
 
@@ -991,7 +956,8 @@ def runs_ui():
     table, differing = history.table()
     st.caption(glossary.CHART_HELP["runs"])
     st.dataframe(table.style.apply(lambda col: ["background-color: #fff3bf"] * len(col),
-                                   subset=differing),
+                                   subset=differing)
+                 .format({"test accuracy (%)": "{:.2f}", "seconds": "{:,.1f}"}, na_rep="—"),
                  hide_index=True, width="stretch")
     ids = [r.id for r in history.runs]
     labels = {r.id: history.label(r) for r in history.runs}
@@ -1075,7 +1041,10 @@ def inside_ui(active, mnist):
             st.image(figures.mosaic_png(view.values, cols=min(16, len(view.values)),
                                         scale=max(2, 56 // view.values.shape[1]), diverging=False))
         elif view.index == len(model.layers) - 1:
-            vega(figures.probability_chart(probs, height=150))
+            st.bar_chart({"digit": [str(d) for d in range(10)], "score": view.values},
+                         x="digit", y="score", height=180)
+            st.caption("Softmax turns these ten scores into the probabilities on the Draw tab: "
+                       "the highest score wins.")
         else:
             st.image(figures.strip_png(view.values))
     units, contributions, total = inference.top_units(model, img28, digit)
@@ -1086,12 +1055,14 @@ def inside_ui(active, mnist):
                  x="unit", y="adds to the score", height=220)
     st.subheader("Which pixels decide", help=glossary.CHART_HELP["saliency"])
     grad = inference.smoothgrad(model, img28, digit)
-    left, right = st.columns(2)
-    left.image(figures.preview_png(img28), caption="What the network sees", output_format="PNG")
-    right.image(figures.saliency_png(img28, grad), output_format="PNG",
-                caption=f"SmoothGrad for “{digit}”: red, more ink here raises its score; blue, "
-                        "lowers it. The outline is your drawing.")
-    right.image(figures.colour_bar_png("lowers the score", "raises it"))
+    with st.container(horizontal=True, gap="medium"):
+        st.image(figures.preview_png(img28), caption="What the network sees", width=196,
+                 output_format="PNG")
+        with st.container(width=196, gap=None):
+            st.image(figures.saliency_png(img28, grad), width=196, output_format="PNG")
+            st.image(figures.colour_bar_png("lowers the score", "raises it"), width=196)
+    st.caption(f"SmoothGrad for “{digit}”: red, more ink here raises its score; blue, lowers "
+               "it. The outline is your drawing.")
     map_ui(active, img28, mnist)
     weights_ui(active)
 

@@ -17,20 +17,23 @@ The functions return ``(value, error)`` rather than raising, because the page
 shows the error next to the input and carries on.
 """
 
+import io
 import math
 import numbers
 
 import numpy as np
+from PIL import Image
 
 import nn.preprocess
 import nn.strokes
 
-__all__ = ["CANVAS_SIZE", "strokes_from_canvas", "draw", "read_canvas", "undo", "MAX_OBJECTS",
-           "CURVE_STEPS"]
+__all__ = ["CANVAS_SIZE", "strokes_from_canvas", "draw", "read_canvas", "undo", "thumbnail_png",
+           "MAX_OBJECTS", "CURVE_STEPS", "THUMB_SIDE"]
 
 CANVAS_SIZE = 280
 MAX_OBJECTS = 200           # strokes on one canvas: far beyond a digit
 CURVE_STEPS = 4             # points per quadratic curve segment when flattening
+THUMB_SIDE = 56             # the small picture kept with a labelled drawing
 _COORD_LIMIT = 10 * CANVAS_SIZE
 
 
@@ -156,3 +159,17 @@ def undo(json_data):
     if not isinstance(json_data, dict) or not json_data.get("objects"):
         return {"objects": []}
     return {**json_data, "objects": list(json_data["objects"][:-1])}
+
+
+def thumbnail_png(json_data, photo_png=None):
+    """The drawing (or, given, the uploaded photo's thumbnail) as a small grey PNG of at
+    most ``THUMB_SIDE`` pixels a side, to keep with its label. The photo is a PNG this
+    app made (app_logic.uploads); the drawing is drawn again from its strokes."""
+    if photo_png is not None:
+        img = Image.open(io.BytesIO(photo_png)).convert("L")
+    else:
+        img = Image.fromarray(draw(strokes_from_canvas(json_data))[:, :, 0])
+    img.thumbnail((THUMB_SIDE, THUMB_SIDE))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return buf.getvalue()

@@ -32,11 +32,15 @@ from nn.recipe import AUGMENTATIONS, GROUPS, PRESETS, SETTINGS
 from .cache import cached
 
 __all__ = ["Control", "DEFAULTS", "SHIPPED_RECIPE", "controls", "differences_from_shipped",
-           "to_query", "from_query", "estimate_seconds", "describe_value", "LAYER_SETTINGS"]
+           "to_query", "from_query", "estimate_seconds", "describe_value", "LAYER_SETTINGS",
+           "KINDS", "CNN_ONLY", "MOMENTUM_ONLY", "widget_values", "recipe_from_widgets"]
 
 DEFAULTS = PRESETS["quick"]
 SHIPPED_RECIPE = PRESETS["default"]
 LAYER_SETTINGS = ("conv", "hidden")      # tuple settings: a count and one value per layer
+KINDS = ("MLP", "CNN")                   # the tab's choice of network family
+CNN_ONLY = ("conv", "kernel")            # shown only for a CNN
+MOMENTUM_ONLY = ("momentum", "nesterov")  # used only by the momentum optimizer
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,41 @@ def controls(group):
     if group not in GROUPS:
         raise KeyError(group)
     return [_control(name) for name, s in SETTINGS.items() if s.group == group]
+
+
+def widget_values(recipe):
+    """``{widget key: value}`` that shows ``recipe`` in the Retrain tab's widgets:
+    ``kind``; ``rt_<name>`` for plain settings; ``rt_<name>_n`` and ``rt_<name>_<i>``
+    for layer lists (an MLP keeps the default CNN's channels ready for when the
+    visitor switches); ``rt_<name>_on`` and ``rt_<name>`` for an augmentation's
+    toggle and strength (off keeps a strength ready)."""
+    values = {"kind": "CNN" if recipe.conv else "MLP"}
+    for name in SETTINGS:
+        c, value = _control(name), getattr(recipe, name)
+        if c.kind == "layers":
+            layers = value or getattr(DEFAULTS, name) or (c.options[:2] if c.options else (64,))
+            values[f"rt_{name}_n"] = len(layers)
+            values.update({f"rt_{name}_{i}": v for i, v in enumerate(layers)})
+        elif c.kind == "augmentation":
+            values[f"rt_{name}_on"] = value > 0
+            values[f"rt_{name}"] = float(value or c.default or c.high / 2)
+        else:
+            values[f"rt_{name}"] = value
+    return values
+
+
+def recipe_from_widgets(values, kind):
+    """The recipe the widgets show: ``values`` holds each drawn control's value by
+    setting name; ``kind`` is "MLP" (no convolutions) or "CNN". Settings a family
+    does not use (an MLP's channels, Nesterov without momentum) are left out."""
+    values = dict(values)
+    if kind != "CNN":
+        values["conv"], values["kernel"] = (), DEFAULTS.kernel
+    elif not values.get("conv"):
+        values["conv"] = DEFAULTS.conv
+    if values.get("optimizer", DEFAULTS.optimizer) != "momentum":
+        values["nesterov"] = False
+    return DEFAULTS.replace(**values)
 
 
 def describe_value(name, value):

@@ -96,7 +96,13 @@ class RunHistory:
         return next((r for r in self.runs if r.id == run_id), None)
 
     def label(self, run):
+        """How the page names a run: "Run 3: <what it is>"."""
         return f"Run {run.id}: {run.name}"
+
+    @staticmethod
+    def short_label(run):
+        """The name charts give a run (their legends are narrow): "Run 3"."""
+        return f"Run {run.id}"
 
     # -- the table ------------------------------------------------------------------------
     def table(self):
@@ -120,8 +126,8 @@ class RunHistory:
         return frame, differing
 
     def curves(self, run_ids):
-        """``[(label, history)]`` of the chosen runs, for ``figures.curves_chart``."""
-        return [(self.label(r), r.history) for r in self.runs if r.id in run_ids and r.history]
+        """``[(short label, history)]`` of the chosen runs, for ``figures.curves_chart``."""
+        return [(self.short_label(r), r.history) for r in self.runs if r.id in run_ids and r.history]
 
     # -- exports --------------------------------------------------------------------------
     def export_json(self):

@@ -10,7 +10,10 @@ called it catastrophic interference). Two cures, both used here:
   old task keeps pulling the weights back;
 - **augmentation** of the few new examples: each is shown turned, slanted,
   moved and warped a little differently every time, so the network learns the
-  writer's style rather than twenty exact images.
+  writer's style rather than twenty exact images;
+- an optional **anchor** (L2-SP, Li et al., 2018): every weight is pulled back
+  towards its value before teaching, in proportion to how far it moved, so
+  the network changes only as much as the new examples need.
 
     taught = nn.fine_tune(model, X_mine, y_mine, X_base=X_train[:10000], y_base=y_train[:10000])
 
@@ -52,15 +55,16 @@ def _check(name, X, y, n_inputs):
 
 
 def fine_tune(model, X_new, y_new, *, X_base=None, y_base=None, seed=0, steps=60, lr=3e-4,
-              batch_size=64, new_share=0.5, augmentation=None, callback=None):
+              batch_size=64, new_share=0.5, anchor=0.0, augmentation=None, callback=None):
     """A copy of ``model`` taught ``X_new`` (n, 784) in [0, 1] with labels ``y_new`` (n,).
 
     ``model`` itself is untouched. Each of the ``steps`` mini-batches of
     ``batch_size`` holds ``new_share`` new examples (drawn with replacement and
     augmented with ``augmentation``, default ``NEW_EXAMPLE_AUGMENTATION``) and,
     when ``X_base``/``y_base`` are given, the rest from them (rehearsal);
-    without them every example is new. Adam at ``lr``. ``callback(step, loss)``
-    is called after each step; returning True stops early.
+    without them every example is new. Adam at ``lr``; ``anchor`` > 0 adds
+    ``anchor * (w - w_before)`` to each weight's gradient. ``callback(step,
+    loss)`` is called after each step; returning True stops early.
 
     The copy's ``trained_on`` records how many new and rehearsal examples it
     saw; its recipe, history and metrics are those of ``model`` (re-evaluate it).
@@ -82,13 +86,17 @@ def fine_tune(model, X_new, y_new, *, X_base=None, y_base=None, seed=0, steps=60
         raise ValueError(f"lr must be in (0, 1], got {lr!r}")
     if not (isinstance(new_share, (int, float)) and 0 < new_share <= 1):
         raise ValueError(f"new_share must be in (0, 1], got {new_share!r}")
+    if not (isinstance(anchor, (int, float)) and 0 <= anchor <= 100):
+        raise ValueError(f"anchor must be in [0, 100], got {anchor!r}")
     strengths = dict(NEW_EXAMPLE_AUGMENTATION if augmentation is None else augmentation)
 
     taught = model.copy()
     rng = np.random.default_rng(seed)
     n_new = max(1, round(batch_size * new_share)) if rehearse else batch_size
     n_old = batch_size - n_new if rehearse else 0
-    opt = Adam(taught.parameters(), lr=lr)
+    params = taught.parameters()
+    before = [p.value.copy() for p in params] if anchor else None
+    opt = Adam(params, lr=lr)
     loss_fn = SoftmaxCrossEntropy()
     started = time.perf_counter()
     with speed.training_threads(batch_size * count_macs(taught.spec)):
@@ -105,6 +113,9 @@ def fine_tune(model, X_new, y_new, *, X_base=None, y_base=None, seed=0, steps=60
             if not math.isfinite(loss):
                 raise ValueError(f"fine-tuning diverged at step {step + 1}; use a smaller lr than {lr:g}")
             taught.backward(loss_fn.backward())
+            if anchor:
+                for p, p0 in zip(params, before):
+                    p.grad += anchor * (p.value - p0)
             opt.step()
             if callback is not None and callback(step + 1, loss):
                 break

@@ -327,8 +327,7 @@ def _problem(name, s, value, app):
 #: Complete recipes by name (see the module docstring).
 PRESETS = {
     "default": Recipe(conv=(32, 64), kernel=5, hidden=(128,), dropout=0.25, schedule="cosine",
-                      epochs=30, rotate=12.0, scale=0.15, shear=12.0, shift=2.0, thickness=0.5,
-                      elastic=1.0),
+                      epochs=20, rotate=10.0, shear=10.0, thickness=0.5, elastic=1.0),
     "mlp": Recipe(hidden=(800, 800), dropout=0.25, schedule="cosine", epochs=60, rotate=12.0,
                   scale=0.15, shear=12.0, shift=2.0, thickness=0.5, elastic=1.0),
     "quick": Recipe(conv=(8, 16), kernel=5, hidden=(64,), schedule="cosine", epochs=2,

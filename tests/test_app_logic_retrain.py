@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import pytest
 
+import nn
 from app_logic import cache, retrain
 from app_logic.retrain import DEFAULTS, SHIPPED_RECIPE
 from nn.recipe import GROUPS, SETTINGS
@@ -231,3 +232,27 @@ def test_the_real_timing_is_a_small_positive_number():
     tiny = DEFAULTS.replace(conv=(), hidden=(8,), batch_size=16)
     seconds = retrain._seconds_per_image(tiny)
     assert math.isfinite(seconds) and seconds > 0
+
+
+@pytest.mark.parametrize("recipe", [retrain.DEFAULTS,
+                                    retrain.DEFAULTS.replace(conv=(), hidden=(32, 16), rotate=0.0),
+                                    retrain.DEFAULTS.replace(optimizer="momentum", nesterov=True,
+                                                             conv=(4, 8, 16), hidden=())])
+def test_the_widgets_show_a_recipe_and_give_it_back(recipe):
+    """What the page puts in the widgets (widget_values) and reads back from them
+    (recipe_from_widgets) is the same recipe, for each family and setting kind."""
+    shown = retrain.widget_values(recipe)
+    values = {}
+    for name in nn.recipe.SETTINGS:
+        c = retrain._control(name)
+        if name in retrain.CNN_ONLY and shown["kind"] != "CNN":
+            continue
+        if c.kind == "layers":
+            values[name] = tuple(shown[f"rt_{name}_{i}"] for i in range(shown[f"rt_{name}_n"]))
+            if not recipe.__getattribute__(name):
+                values[name] = ()
+        elif c.kind == "augmentation":
+            values[name] = shown[f"rt_{name}"] if shown[f"rt_{name}_on"] else 0.0
+        else:
+            values[name] = shown[f"rt_{name}"]
+    assert retrain.recipe_from_widgets(values, shown["kind"]) == recipe

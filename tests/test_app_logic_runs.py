@@ -67,9 +67,9 @@ def test_two_trainings_give_two_runs_with_their_own_curves(two_runs):
         assert history.label(run) == f"Run {run.id}: {run.name}"
     assert history.get(99) is None
     curves = history.curves([1, 2])
-    assert [label for label, _ in curves] == ["Run 1: " + first.name, "Run 2: " + second.name]
+    assert [label for label, _ in curves] == ["Run 1", "Run 2"]
     assert curves[0][1] is first.history and curves[1][1] is second.history
-    assert history.curves([2]) == [(history.label(second), second.history)]
+    assert history.curves([2]) == [(history.short_label(second), second.history)]
     assert history.curves([]) == []
 
 
@@ -79,7 +79,7 @@ def test_curves_chart_has_a_row_per_run_epoch_and_split(two_runs):
     rows = data.to_pylist()
     assert len(rows) == (A.epochs + B.epochs) * 2
     run2 = history.get(2)
-    val = [r for r in rows if r["run"] == history.label(run2) and r["data"] == "validation"]
+    val = [r for r in rows if r["run"] == history.short_label(run2) and r["data"] == "validation"]
     assert [r["epoch"] for r in val] == [1, 2, 3]
     assert [r["value"] for r in val] == pytest.approx([100 * h["val_acc"] for h in run2.history])
     loss, _ = figures.curves_chart(history.curves([1]), "loss")
