@@ -483,24 +483,40 @@ def gallery_ui(store, visitor, collection, drawings):
                  caption=[("you" if drawings.mine[i] else "class") +
                           ("" if drawings.predicted[i] in (-1, digit) else f", read {drawings.predicted[i]}")
                           for i in shown])
-    mine = [int(i) for i, m in zip(drawings.ids, drawings.mine) if m]
-    if mine:
-        c1, c2 = st.columns(2)
-        if c1.button("Delete my last drawing here", icon=":material/undo:", key="del_drawing_last"):
-            try:
-                store.delete_drawing(visitor, mine[-1])
-                ss["store_message"] = ("success", "Deleted your last drawing.")
-            except store_mod.StoreError as e:
-                ss["store_message"] = ("error", str(e))
-            st.rerun()
-        if c2.button("Delete all my drawings here", icon=":material/delete_sweep:",
-                     key="del_drawing_all"):
-            try:
-                n = store.delete_all_mine(visitor, collection.id)
-                ss["store_message"] = ("success", f"Deleted {n:,} of your drawings.")
-            except store_mod.StoreError as e:
-                ss["store_message"] = ("error", str(e))
-            st.rerun()
+    my_drawings_ui(store, visitor, collection, drawings)
+
+
+def my_drawings_ui(store, visitor, collection, drawings):
+    """Your own drawings in this collection as a table: tick some and delete them, or all."""
+    ss = st.session_state
+    mine = np.flatnonzero(drawings.mine)
+    if not len(mine):
+        return
+    st.markdown("**Your drawings here**: tick the ones to delete.")
+    table = tables.drawings_table(drawings, mine[-tables.MAX_DRAWING_ROWS:],
+                                  lambda i: store.thumbnail(visitor, i))
+    event = st.dataframe(table, key="my_drawings", on_select="rerun", selection_mode="multi-row",
+                         hide_index=True, column_order=["drawing", "label", "read as", "when"],
+                         column_config={"drawing": st.column_config.ImageColumn("drawing")})
+    ticked = [int(table["id"].iloc[r]) for r in event.selection.rows]
+    c1, c2 = st.columns(2)
+    if c1.button(f"Delete {len(ticked)} ticked", icon=":material/delete:", key="del_drawing_ticked",
+                 disabled=not ticked):
+        try:
+            for drawing_id in ticked:
+                store.delete_drawing(visitor, drawing_id)
+            ss["store_message"] = ("success", f"Deleted {len(ticked):,} of your drawings.")
+        except store_mod.StoreError as e:
+            ss["store_message"] = ("error", str(e))
+        st.rerun()
+    if c2.button("Delete all my drawings here", icon=":material/delete_sweep:",
+                 key="del_drawing_all"):
+        try:
+            n = store.delete_all_mine(visitor, collection.id)
+            ss["store_message"] = ("success", f"Deleted {n:,} of your drawings.")
+        except store_mod.StoreError as e:
+            ss["store_message"] = ("error", str(e))
+        st.rerun()
 
 
 def scores_on_drawings_ui(active, drawings):
@@ -610,6 +626,7 @@ def drawings_ui(visitor, active, mnist):
             except store_mod.StoreError as e:
                 ss["store_message"] = ("error", str(e))
             st.rerun()
+    networks_ui(visitor)
 
 
 # -- Training and Evaluation ------------------------------------------------------------------------

@@ -49,7 +49,7 @@ KEYS = {
     "join_code": "widget: a class's join code",
     "import_file": "widget: a drawings export to import",
     "rehearsal": "widget: teach with rehearsal (keeps MNIST) or without",
-    "teach_source": "widget: which collection to teach from",
+    "my_drawings": "widget: the table of your drawings, with the rows ticked for deleting",
     "runs_ticked": "widget: the runs whose curves are overlaid",
     "compare_a": "widget: run A of the confusion-matrix comparison",
     "compare_b": "widget: run B of the confusion-matrix comparison",
@@ -60,7 +60,7 @@ PREFIXES = {
     "rt_": "widget: a Retrain setting (rt_<setting>, rt_<setting>_n, rt_<setting>_<i>, "
            "rt_<setting>_on)",
     "canvas_": "widget: the drawing canvas of generation <n>",
-    "del_drawing_": "widget: the delete button of drawing <id>",
+    "del_drawing_": "widget: the delete buttons of your drawings (ticked, all)",
     "make_active_": "widget: the 'make active' button of run <id>",
 }
 

@@ -6,6 +6,9 @@ Columns of mixed types are turned into text first, because Arrow (which
 carries tables to the browser) wants one type per column.
 """
 
+import base64
+import datetime as _dt
+
 import pandas as pd
 
 import nn.metrics
@@ -15,9 +18,10 @@ from nn.recipe import SETTINGS
 from .retrain import describe_value
 
 __all__ = ["per_class_table", "confused_pairs_table", "architecture_table", "recipe_table",
-           "SCORE_COLUMNS"]
+           "drawings_table", "SCORE_COLUMNS", "MAX_DRAWING_ROWS"]
 
 SCORE_COLUMNS = ["precision (%)", "recall (%)", "F1 (%)"]
+MAX_DRAWING_ROWS = 300     # a table of one's drawings shows the newest this many
 _LAYER_NAMES = {"conv2d": "convolution", "maxpool2d": "max-pooling", "dense": "dense",
                 "flatten": "flatten", "dropout": "dropout"}
 
@@ -82,4 +86,22 @@ def recipe_table(model):
             rows.append({"setting": label, "value": f"{int(model.trained_on[key]):,}"})
     rows.append({"setting": "training time", "value": f"{model.train_seconds:,.1f} s"})
     return pd.DataFrame(rows)
+
+
+def drawings_table(drawings, rows, thumbnail):
+    """One row per drawing ``rows`` (indices into ``drawings``, an ``app_logic.store.Drawings``):
+    "drawing" (its thumbnail as a data URL, for an image column), "label", "read as"
+    (what the network read when it was labelled, or "—"), "when" (local time, text)
+    and "id". ``thumbnail(id)`` returns a drawing's PNG bytes."""
+    records = []
+    for i in rows:
+        drawing_id = int(drawings.ids[i])
+        predicted = int(drawings.predicted[i])
+        records.append({
+            "drawing": "data:image/png;base64," + base64.b64encode(thumbnail(drawing_id)).decode(),
+            "label": str(int(drawings.labels[i])),
+            "read as": "—" if predicted < 0 else str(predicted),
+            "when": _dt.datetime.fromtimestamp(float(drawings.created[i])).strftime("%Y-%m-%d %H:%M"),
+            "id": drawing_id})
+    return pd.DataFrame(records, columns=["drawing", "label", "read as", "when", "id"])
 

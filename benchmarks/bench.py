@@ -1038,8 +1038,8 @@ def main(argv=None):
                 row["nn_over_torch"] = r["nn"]["median_s"] / r["torch"]["median_s"] if "torch" in r else None
         elif section == "augmentation":
             epochs_section("augmentation", bench_augmentation(X, y))
-            row = report["augmentation"] = report["augmentation"][0]
-            row["ratio"] = row["results"]["augmented"]["median_s"] / row["results"]["plain"]["median_s"]
+            aug = report["augmentation"] = report["augmentation"][0]   # one row
+            aug["ratio"] = aug["results"]["augmented"]["median_s"] / aug["results"]["plain"]["median_s"]
         elif section == "ablation":
             epochs_section("ablation", bench_ablation(X, y))
             rows = report["ablation"]

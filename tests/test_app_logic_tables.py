@@ -138,3 +138,19 @@ def test_recipe_table_of_the_shipped_network(default_model):
     assert isinstance(table, pd.DataFrame) and len(table) > 3
     assert table["value"].map(type).eq(str).all()
     assert "images trained on" in set(table["setting"])
+
+
+def test_drawings_table_shows_thumbnails_labels_and_what_was_read():
+    import base64
+
+    from app_logic.store import Drawings
+    drawings = Drawings(ids=np.array([7, 9]), labels=np.array([3, 5]),
+                        images=np.zeros((2, 784), np.float32), predicted=np.array([3, -1]),
+                        created=np.array([1.7e9, 1.7e9 + 60]), mine=np.array([True, True]))
+    png = b"\x89PNG\r\n\x1a\nfake"
+    table = tables.drawings_table(drawings, [1, 0], lambda i: png + bytes([i]))
+    assert list(table.columns) == ["drawing", "label", "read as", "when", "id"]
+    assert list(table["id"]) == [9, 7] and list(table["label"]) == ["5", "3"]
+    assert list(table["read as"]) == ["—", "3"]
+    assert base64.b64decode(table["drawing"][0].split(",", 1)[1]) == png + bytes([9])
+    assert table["drawing"][0].startswith("data:image/png;base64,")
