@@ -266,11 +266,21 @@ def canvas_ui():
                    "you can still upload a photo below.")
         return None
     stroke = ss.get("stroke_width", 18)
-    result = st_canvas(key=f"canvas_{ss['canvas_gen']}", width=inputs.CANVAS_SIZE,
-                       height=inputs.CANVAS_SIZE, background_color="#000000",
-                       stroke_color="#FFFFFF", stroke_width=stroke, drawing_mode="freedraw",
-                       update_streamlit=True, return_image_data=False,
-                       initial_drawing=ss.get("canvas_initial"))
+    try:
+        result = st_canvas(key=f"canvas_{ss['canvas_gen']}", width=inputs.CANVAS_SIZE,
+                           height=inputs.CANVAS_SIZE, background_color="#000000",
+                           stroke_color="#FFFFFF", stroke_width=stroke, drawing_mode="freedraw",
+                           update_streamlit=True, return_image_data=False,
+                           initial_drawing=ss.get("canvas_initial"))
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        # The component could not read what the browser sent as its state (a crafted
+        # message): start a fresh canvas, so this session recovers.
+        log.warning("canvas state unreadable (%s); a fresh canvas replaces it", type(e).__name__)
+        ss["canvas_gen"] += 1
+        ss["canvas_initial"] = None
+        st.error("Could not read the drawing: the canvas sent something unexpected. "
+                 "Here is a fresh one.")
+        return None
     json_data = None if result is None else result.json_data
     ss["canvas_json"] = json_data
     # A horizontal row, not columns: columns stack on a phone and would push the

@@ -150,7 +150,7 @@ def saved_networks(folder=None):
         if ext != ".npz" or check_name(stem) is not None:
             continue
         if not entry.is_file(follow_symlinks=False):
-            log.warning("not listing %s: not a regular file", entry.path)
+            _warn_once(entry.path, "not a regular file (links are not followed)")
             continue
         try:
             load_checked(entry.path)

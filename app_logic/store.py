@@ -82,8 +82,11 @@ MAX_THUMB_SIDE = 512                  # pixels, so a thumbnail cannot be a decom
 MAX_IMPORT_BYTES = 10 * 2**20
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"   # no 0/O, 1/I/L: read aloud, typed by children
 CODE_LENGTH = 6
-BUSY_TIMEOUT_S = 1.0                  # sqlite waits this long for a lock ...
+BUSY_TIMEOUT_S = 1.0                  # sqlite waits this long for another process's lock ...
 RETRY_DELAYS = (0.1, 0.3, 0.6)        # ... then we retry after these pauses (+-50% jitter)
+QUEUE_TIMEOUT_S = 30.0                # a writer waits this long behind this server's others:
+# their writes take milliseconds, but on a starved machine (a class's 30 browsers on the
+# server's own cores) a waiting thread may not run for seconds; waiting is safe.
 POOL_SIZE = 8                         # idle connections kept open
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VISITOR_RE = re.compile(r"[0-9a-f]{16,128}")
@@ -555,7 +558,7 @@ class Store:
             return self._in_transaction(work, begin, immutable)
         # Writers from this process queue on a lock rather than in sqlite's busy
         # handler, which polls with sleeps of up to 100 ms.
-        if not self._write_lock.acquire(timeout=BUSY_TIMEOUT_S):
+        if not self._write_lock.acquire(timeout=QUEUE_TIMEOUT_S):
             raise sqlite3.OperationalError("database is locked (by this server's other writers)")
         try:
             return self._in_transaction(work, begin, immutable)

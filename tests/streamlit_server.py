@@ -71,6 +71,9 @@ class Server:
     drawings to ``<workdir>/drawings.sqlite3``.
     With DIGITLAB_LOG_LEVEL=DEBUG the app logs every page run and every Draw fragment
     rerun with its duration (the tests and the load test read them from the log).
+    ``env`` adds or overrides environment variables (e.g. a Streamlit setting:
+    ``STREAMLIT_RUNNER_FAST_RERUNS="false"``). ``rss_mb``, ``peak_rss_mb`` and
+    ``group_rss_mb`` read the server's memory from /proc.
     """
 
     def __init__(self, app, workdir, mnist=None, port=None, env=None):
@@ -423,9 +426,10 @@ class StreamlitClient:
             return RunResult(close_code=self._code(e), seconds=time.monotonic() - started)
         return await self.answer(started, timeout)
 
-    async def burst(self, n, widgets=(), fragment_id="", timeout=30):
+    async def burst(self, n, widgets=(), fragment_id="", timeout=30, settle=1.0):
         """``n`` rerun requests back to back, without waiting (rapid reruns), then wait
-        for the last run to end."""
+        for the last run to end: until no message has come for ``settle`` s after a
+        run ended. ``seconds`` is the time to the last end."""
         started = time.monotonic()
         data = self.rerun_message(widgets, fragment_id)
         try:
@@ -433,7 +437,7 @@ class StreamlitClient:
                 await self.send(data)
         except Exception as e:
             return RunResult(close_code=self._code(e), seconds=time.monotonic() - started)
-        return await self.answer(started, timeout)
+        return await self.answer(started, timeout, settle=settle)
 
     async def send_canvas(self, value, timeout=30):
         """What the canvas sends on pen-up: a rerun of its fragment with the canvas
@@ -450,16 +454,21 @@ class StreamlitClient:
         rcvd = getattr(exc, "rcvd", None)
         return rcvd.code if rcvd is not None else getattr(exc, "code", None) or 1006
 
-    async def answer(self, started, timeout):
+    async def answer(self, started, timeout, settle=0.0):
         """Read ForwardMsgs until a run ends (not one cut short by a newer rerun
-        request), the server closes the connection, or ``timeout`` passes."""
+        request) and, with ``settle``, no message follows within ``settle`` s; or
+        until the server closes the connection, or ``timeout`` passes."""
         from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
         result = RunResult()
         deadline = started + timeout
+        ended = None
         while True:
+            wait = deadline - time.monotonic()
+            if ended is not None:
+                wait = min(wait, settle)
             try:
-                data = await asyncio.wait_for(self.ws.recv(), max(0.01, deadline - time.monotonic()))
+                data = await asyncio.wait_for(self.ws.recv(), max(0.01, wait))
             except asyncio.TimeoutError:
                 break
             except Exception as e:  # websockets.ConnectionClosed
@@ -477,7 +486,8 @@ class StreamlitClient:
             elif kind == "script_finished":
                 status = ForwardMsg.ScriptFinishedStatus.Name(msg.script_finished)
                 if status != "FINISHED_EARLY_FOR_RERUN":
-                    result.status = status
-                    break
-        result.seconds = time.monotonic() - started
+                    result.status, ended = status, time.monotonic()
+                    if not settle:
+                        break
+        result.seconds = (ended or time.monotonic()) - started
         return result

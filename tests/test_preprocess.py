@@ -3,7 +3,6 @@ import io
 import subprocess
 import tracemalloc
 import sys
-import time
 import zlib
 
 import numpy as np
