@@ -14,7 +14,6 @@ initialisation that keeps activations' variance stable through the function.
 
 import numpy as np
 
-from . import speed
 from .layers import Layer
 
 __all__ = ["Activation", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "ACTIVATIONS", "get_activation"]
@@ -25,12 +24,6 @@ class Activation(Layer):
 
     init = "glorot"
 
-    def _out(self, x, training):
-        """Where to write ``f(x)``: a fresh array, or while training a reused buffer."""
-        if not training:
-            return None
-        return speed.buffer(self, "y", x.shape, x.dtype, order=speed.memory_order(x))
-
 
 class ReLU(Activation):
     """``y = max(x, 0)``; the gradient passes where ``x > 0`` and is 0 elsewhere."""
@@ -39,7 +32,7 @@ class ReLU(Activation):
     init = "he"
 
     def forward(self, x, training=False):
-        y = np.maximum(x, 0, out=self._out(x, training))
+        y = np.maximum(x, 0)
         if training:
             self._y = y  # y > 0 exactly where x > 0: all the backward pass needs
         return y
@@ -64,7 +57,7 @@ class LeakyReLU(Activation):
         factor = np.where(x > 0, x.dtype.type(1), x.dtype.type(self.slope))
         if training:
             self._factor = factor
-        return np.multiply(x, factor, out=self._out(x, training))
+        return np.multiply(x, factor)
 
     def backward(self, dy):
         dy *= self._factor
@@ -84,7 +77,7 @@ class Sigmoid(Activation):
     type = "sigmoid"
 
     def forward(self, x, training=False):
-        y = np.multiply(x, x.dtype.type(0.5), out=self._out(x, training))
+        y = np.multiply(x, x.dtype.type(0.5))
         np.tanh(y, out=y)
         y += 1
         y *= 0.5
@@ -104,7 +97,7 @@ class Tanh(Activation):
     type = "tanh"
 
     def forward(self, x, training=False):
-        y = np.tanh(x, out=self._out(x, training))
+        y = np.tanh(x)
         if training:
             self._y = y
         return y

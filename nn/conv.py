@@ -52,13 +52,12 @@ def _check_int(layer, name, value, low, high=None):
     return int(value)
 
 
-def im2col(x_cnhw, k, padding, out=None):
+def im2col(x_cnhw, k, padding):
     """Receptive fields as columns: ``(c, n, h, w)`` -> ``(c * k * k, n * oh * ow)``.
 
     Row ``(ch, i, j)`` holds, for every output pixel, the input value at offset
     (i, j) of its window in channel ``ch`` (zero outside the image): the order
-    of a flattened ``(out, in, k, k)`` filter bank's columns. ``out``, if given,
-    is the ``(c, k, k, n, oh, ow)`` array to fill.
+    of a flattened ``(out, in, k, k)`` filter bank's columns.
     """
     c, n, h, w = x_cnhw.shape
     if padding:
@@ -68,10 +67,7 @@ def im2col(x_cnhw, k, padding, out=None):
         padded = x_cnhw
     windows = sliding_window_view(padded, (k, k), axis=(2, 3))   # (c, n, oh, ow, k, k), a view
     windows = windows.transpose(0, 4, 5, 1, 2, 3)                 # (c, k, k, n, oh, ow)
-    if out is None:
-        out = np.empty(windows.shape, x_cnhw.dtype)
-    np.copyto(out, windows)
-    return out.reshape(c * k * k, -1)
+    return windows.reshape(c * k * k, -1)                          # the one copy
 
 
 class Conv2D(Layer):
@@ -121,10 +117,8 @@ class Conv2D(Layer):
         x_cnhw = x.transpose(CNHW)                              # free when x is (c, n, h, w) memory
         wm = self.weight.value.reshape(o, c * k * k)
         if training:
-            cols = im2col(x_cnhw, k, self.padding,
-                          out=speed.buffer(self, "cols", (c, k, k, n, oh, ow), x.dtype))
-            y = speed.buffer(self, "y", (o, n * oh * ow), np.result_type(x, wm))
-            np.matmul(wm, cols, out=y)
+            cols = im2col(x_cnhw, k, self.padding)
+            y = wm @ cols
             self._cols, self._in_shape = cols, x.shape
         else:
             y = wm @ im2col(x_cnhw, k, self.padding)
@@ -144,10 +138,9 @@ class Conv2D(Layer):
         # dX: the full convolution of dY with the flipped filters, in/out channels swapped.
         _, _, h, w = self._in_shape
         q = k - 1 - self.padding
-        cols = im2col(dy_cnhw, k, q, out=speed.buffer(self, "dcols", (o, k, k, n, h, w), dy.dtype))
+        cols = im2col(dy_cnhw, k, q)
         flipped = self.weight.value[:, :, ::-1, ::-1].transpose(1, 0, 2, 3).reshape(c, o * k * k)
-        dx = speed.buffer(self, "dx", (c, n * h * w), dy.dtype)
-        np.matmul(flipped, cols, out=dx)
+        dx = flipped @ cols
         return dx.reshape(c, n, h, w).transpose(CNHW)
 
     def spec(self):
@@ -191,7 +184,7 @@ class MaxPool2D(Layer):
             raise ValueError(f"MaxPool2D: expected input of shape (n, c, h, w), got {x.shape}")
         views = self._views(x.transpose(CNHW))
         shape = views[0].shape
-        y = speed.buffer(self, "y", shape, x.dtype) if training else np.empty(shape, x.dtype)
+        y = np.empty(shape, x.dtype)
         np.maximum(views[0], views[1], out=y) if len(views) > 1 else np.copyto(y, views[0])
         for v in views[2:]:
             np.maximum(y, v, out=y)
@@ -205,13 +198,11 @@ class MaxPool2D(Layer):
         x, y = self._x, self._y
         n, c, h, w = x.shape
         dy = dy.transpose(CNHW)                        # (c, n, oh, ow), like y
-        dx = speed.buffer(self, "dx", (c, n, h, w), dy.dtype)
         k = self.kernel_size
-        if h % k or w % k:
-            dx[...] = 0                                # rows and columns no window covers
-        free = speed.buffer(self, "free", y.shape, bool)
-        free[...] = True                               # windows whose maximum is not routed yet
-        hit = speed.buffer(self, "hit", y.shape, bool)
+        # rows and columns no window covers get 0
+        dx = np.zeros((c, n, h, w), dy.dtype) if h % k or w % k else np.empty((c, n, h, w), dy.dtype)
+        free = np.ones(y.shape, bool)                  # windows whose maximum is not routed yet
+        hit = np.empty(y.shape, bool)
         views = list(zip(self._views(x.transpose(CNHW)), self._views(dx)))
         for view_x, view_dx in views[:-1]:
             np.equal(view_x, y, out=hit)

@@ -30,7 +30,7 @@ from . import speed
 from .architecture import count_macs
 from .augment import augment
 from .losses import SoftmaxCrossEntropy
-from .optim import Adam
+from .optim import make_optimizer
 
 __all__ = ["fine_tune", "NEW_EXAMPLE_AUGMENTATION"]
 
@@ -55,7 +55,8 @@ def _check(name, X, y, n_inputs):
 
 
 def fine_tune(model, X_new, y_new, *, X_base=None, y_base=None, seed=0, steps=60, lr=3e-4,
-              batch_size=64, new_share=0.5, anchor=0.0, augmentation=None, callback=None):
+              batch_size=64, new_share=0.5, anchor=0.0, optimizer="adam", layers="all",
+              augmentation=None, callback=None):
     """A copy of ``model`` taught ``X_new`` (n, 784) in [0, 1] with labels ``y_new`` (n,).
 
     ``model`` itself is untouched. Each of the ``steps`` mini-batches of
@@ -94,9 +95,16 @@ def fine_tune(model, X_new, y_new, *, X_base=None, y_base=None, seed=0, steps=60
     rng = np.random.default_rng(seed)
     n_new = max(1, round(batch_size * new_share)) if rehearse else batch_size
     n_old = batch_size - n_new if rehearse else 0
-    params = taught.parameters()
+    if layers not in ("all", "dense"):
+        raise ValueError(f"layers must be 'all' or 'dense', got {layers!r}")
+    trained = [l for l in taught.param_layers if layers == "all" or l.type == "dense"]
+    if not trained:
+        raise ValueError("layers='dense': this network has no dense layer")
+    for layer in taught.param_layers:
+        layer.needs_input_grad = layer is not trained[0] and layer in trained
+    params = [p for layer in trained for p in layer.parameters()]
     before = [p.value.copy() for p in params] if anchor else None
-    opt = Adam(params, lr=lr)
+    opt = make_optimizer(optimizer, params, lr=lr, momentum=0.9)
     loss_fn = SoftmaxCrossEntropy()
     started = time.perf_counter()
     with speed.training_threads(batch_size * count_macs(taught.spec)):
@@ -120,6 +128,8 @@ def fine_tune(model, X_new, y_new, *, X_base=None, y_base=None, seed=0, steps=60
             if callback is not None and callback(step + 1, loss):
                 break
     taught.forget_training_state()
+    for i, layer in enumerate(taught.param_layers):  # as a new network has them
+        layer.needs_input_grad = i > 0
     taught.trained_on = {**taught.trained_on, "fine_tuned_on": int(len(X_new)),
                          "rehearsal_examples": int(len(X_base)) if rehearse else 0,
                          "fine_tune_steps": int(step + 1),

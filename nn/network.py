@@ -103,8 +103,6 @@ class Network:
         for p in self.parameters():
             p.value = p.value.astype(dtype)
             p.grad = np.zeros_like(p.value)
-        for layer in self.layers:
-            layer.__dict__.pop("_buffers", None)
         return self
 
     @property
@@ -124,8 +122,8 @@ class Network:
     def forward(self, X, training=False):
         """Logits for a batch ``X`` of shape (n, *input_shape) -> (n, n_classes).
 
-        In training, layers keep what backward needs and write into buffers of
-        their own (valid until the next step); inference changes nothing.
+        In training, layers keep what backward needs (until the next step);
+        inference changes nothing.
         """
         out = X
         for layer in self.layers:
@@ -139,6 +137,8 @@ class Network:
         grad = dlogits
         for layer in reversed(self.layers):
             grad = layer.backward(grad)
+            if grad is None:  # a layer that needs no input gradient: nothing below learns
+                return None
         return grad
 
     # -- inference ---------------------------------------------------------------------------
@@ -224,7 +224,7 @@ class Network:
         return layers
 
     def forget_training_state(self):
-        """Drop what the last training step left on the layers (caches, buffers): a
+        """Drop what the last training step left on the layers (what backward needed): a
         trained network then takes only the memory of its weights."""
         for layer in self.layers:
             layer.forget()

@@ -6,15 +6,7 @@ exists and what it measured, and each can be switched off (``ENABLED``), so
 machine at hand (results in ``benchmarks/results/latest.json``, figures quoted
 below from a 2-vCPU Xeon, NumPy 2.4 with OpenBLAS).
 
-1. **Reused training buffers** (``buffer``). A layer's output and its large
-   scratch arrays (the im2col matrix of a convolution: up to 80 MB a batch) are
-   written into arrays the layer keeps between training steps, instead of fresh
-   ones. Large fresh arrays come from ``mmap`` and cost a page fault per 4 KB
-   on first touch; small ones cost an allocator call. Only training uses them:
-   inference allocates fresh arrays and stores nothing on a layer, so one
-   network can serve many threads at once.
-
-2. **BLAS threads sized per product** (``training_threads``, ``matmul``). On a
+1. **BLAS threads sized per product** (``training_threads``, ``matmul``). On a
    2-core machine OpenBLAS splitting every small product over both cores is
    slower than one thread: waking the helper thread costs more than it saves,
    and a weight matrix read on one core and updated by the optimizer on the
@@ -25,7 +17,7 @@ below from a 2-vCPU Xeon, NumPy 2.4 with OpenBLAS).
    multiply-adds per image: batch 512, wide layers, any convolutional network)
    keep all threads throughout.
 
-3. **Flushing tiny optimizer state** (``flush_subnormals``). When a ReLU unit
+2. **Flushing tiny optimizer state** (``flush_subnormals``). When a ReLU unit
    stops receiving gradient its momentum decays geometrically and after a few
    hundred steps becomes a float32 *subnormal* number, which the CPU handles
    about 40x slower; at batch 32 that alone made an epoch 3-4x slower. Every
@@ -48,54 +40,13 @@ from contextlib import contextmanager
 
 import numpy as np
 
-__all__ = ["ENABLED", "buffer", "memory_order", "drop_buffers", "limit_blas_threads", "matmul", "training_threads", "flush_subnormals",
+__all__ = ["ENABLED", "limit_blas_threads", "matmul", "training_threads", "flush_subnormals",
            "PARALLEL_MIN_STEP_MACS", "PARALLEL_MIN_GRADIENT_MACS", "FLUSH_EVERY", "FLUSH_BELOW"]
 
 #: Switches for the ablation benchmark; all on in normal use.
-ENABLED = {"buffers": True, "blas_threads": True, "flush_subnormals": True}
+ENABLED = {"blas_threads": True, "flush_subnormals": True}
 
-# -- 1. reused training buffers ---------------------------------------------------------
-
-_MAX_BUFFERS_PER_LAYER = 8   # batch sizes only change at an epoch's last batch
-
-
-def buffer(owner, name, shape, dtype=np.float32, order=None):
-    """An uninitialised array of ``shape`` that ``owner`` keeps for the next training step.
-
-    The contents are garbage: callers overwrite it completely (``out=``). The
-    array stays valid until ``owner`` asks for the same ``name`` and ``shape``
-    again, i.e. until the next training step with that batch size.
-    ``order``: the order of the axes in memory, outermost first (default: C
-    order); e.g. ``(0, 2, 3, 1)`` gives a (n, c, h, w) array stored as
-    (n, h, w, c), the layout convolutions compute in (see ``nn.conv``).
-    """
-    shape = tuple(shape)
-    order = tuple(range(len(shape))) if order is None else tuple(order)
-    stored = tuple(shape[i] for i in order)
-    if not ENABLED["buffers"]:
-        array = np.empty(stored, dtype)
-    else:
-        store = owner.__dict__.setdefault("_buffers", {})
-        key = (name, stored, np.dtype(dtype).str)
-        array = store.get(key)
-        if array is None:
-            if len(store) >= _MAX_BUFFERS_PER_LAYER:
-                store.clear()
-            array = store[key] = np.empty(stored, dtype)
-    return array.transpose(np.argsort(order))
-
-
-def memory_order(x):
-    """The order of ``x``'s axes in memory, outermost first (for ``buffer(order=...)``)."""
-    return tuple(int(i) for i in np.argsort([-s for s in x.strides], kind="stable"))
-
-
-def drop_buffers(owner):
-    """Forget ``owner``'s buffers (after a dtype change, or to free memory)."""
-    owner.__dict__.pop("_buffers", None)
-
-
-# -- 2. BLAS threads -----------------------------------------------------------------------
+# -- 1. BLAS threads -----------------------------------------------------------------------
 
 #: A training step at least this big (batch size x multiply-adds per image) keeps every BLAS thread.
 PARALLEL_MIN_STEP_MACS = 2e7
@@ -165,7 +116,7 @@ def limit_blas_threads(n):
     return True
 
 
-# -- 3. subnormal flushing -----------------------------------------------------------------
+# -- 2. subnormal flushing -----------------------------------------------------------------
 
 FLUSH_EVERY = 100
 FLUSH_BELOW = 1e-30

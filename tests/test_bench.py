@@ -179,8 +179,8 @@ def test_sections_chosen_by_the_options():
 def test_speed_switches_are_restored_even_after_an_error():
     before = dict(nn.speed.ENABLED)
     with pytest.raises(RuntimeError):
-        with bench.speed_switches(("buffers", "flush_subnormals")):
-            assert not nn.speed.ENABLED["buffers"] and not nn.speed.ENABLED["flush_subnormals"]
+        with bench.speed_switches(("flush_subnormals",)):
+            assert not nn.speed.ENABLED["flush_subnormals"]
             assert nn.speed.ENABLED["blas_threads"] == before["blas_threads"]
             raise RuntimeError("boom")
     assert nn.speed.ENABLED == before
