@@ -557,7 +557,8 @@ def teach_ui(visitor, active, store, collection, drawings, mnist):
     st.markdown("Fine-tune the active network on the drawings of this collection: it sees "
                 "each drawing again and again, turned and slanted a little, mixed with MNIST "
                 "images it already knows (*rehearsal*), so it learns your style without "
-                "forgetting everyone else's.")
+                "forgetting everyone else's. At the end it keeps a fifth of the old network's "
+                "weights (blends them in), which undoes most of what it did forget.")
     rehearsal = st.toggle("Rehearse MNIST while learning", value=True, key="rehearsal",
                           disabled=mnist is None,
                           help="Off: the network sees only your drawings. Watch its MNIST "

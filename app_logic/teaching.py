@@ -20,8 +20,10 @@ import nn
 __all__ = ["teach", "TeachResult", "REHEARSAL_IMAGES", "TEACH_SETTINGS"]
 
 REHEARSAL_IMAGES = 10_000
-#: The fine-tuning settings the Teach button uses (see ``nn.fine_tune``).
-TEACH_SETTINGS = {"steps": 60, "lr": 3e-4, "batch_size": 64, "new_share": 0.5}
+#: The fine-tuning settings the Teach button uses: ``nn.fine_tune``'s defaults,
+#: spelled out so the app can show them (a test keeps the two equal).
+TEACH_SETTINGS = {"steps": 60, "lr": 0.03, "batch_size": 64, "new_share": 0.5, "keep": 0.2,
+                  "optimizer": "momentum"}
 
 
 @dataclass

@@ -106,3 +106,12 @@ def test_bad_input_is_refused(network, drawings):
         teaching.teach(network, X, y + 10, None, rehearsal=False)     # labels out of range
     with pytest.raises(ValueError):
         teaching.teach(network, X * 255, y, None, rehearsal=False)    # pixels out of [0, 1]
+
+
+def test_the_teach_button_uses_what_nn_fine_tune_defaults_to():
+    """The Teach button teaches exactly as the measured defaults do (the README's
+    teaching table and the issue's bar use the defaults)."""
+    import inspect
+
+    defaults = {name: p.default for name, p in inspect.signature(nn.fine_tune).parameters.items()}
+    assert {k: defaults[k] for k in teaching.TEACH_SETTINGS} == teaching.TEACH_SETTINGS

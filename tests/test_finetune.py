@@ -14,7 +14,7 @@ import pytest
 import nn
 from nn.finetune import NEW_EXAMPLE_AUGMENTATION, fine_tune
 
-STEPS, LR = 60, 1e-3
+STEPS = 60
 
 
 def turned(X):
@@ -47,7 +47,7 @@ def test_returns_a_new_network_and_leaves_the_original_byte_identical(setting):
     state = {k: getattr(model, k) for k in ("spec", "recipe", "history", "metrics", "trained_on")}
     state = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
              for k, v in state.items()}
-    taught = fine_tune(model, *setting["new"], steps=5, lr=LR)
+    taught = fine_tune(model, *setting["new"], steps=5)
     assert taught is not model
     assert [w.tobytes() for w in model.get_weights()] == before
     assert {k: getattr(model, k) for k in state} == state
@@ -74,9 +74,9 @@ def outcomes(setting):
     """Accuracy on held-out new-style and upright digits, before and after fine-tuning
     with and without rehearsal."""
     model = setting["model"]
-    plain = fine_tune(model, *setting["new"], seed=0, steps=STEPS, lr=LR)
+    plain = fine_tune(model, *setting["new"], seed=0, steps=STEPS)
     rehearsed = fine_tune(model, *setting["new"], X_base=setting["base"][0],
-                          y_base=setting["base"][1], seed=0, steps=STEPS, lr=LR)
+                          y_base=setting["base"][1], seed=0, steps=STEPS)
     return {name: (accuracy(m, setting["new_test"]), accuracy(m, setting["base_test"]))
             for name, m in (("before", model), ("plain", plain), ("rehearsed", rehearsed))}
 
@@ -97,6 +97,17 @@ def test_rehearsal_limits_forgetting(outcomes):
     forgot_rehearsed = before - outcomes["rehearsed"][1]
     assert forgot_plain > 0.05, outcomes                      # without rehearsal it forgets
     assert forgot_plain > forgot_rehearsed + 0.05, outcomes    # rehearsal forgets less
+
+
+def test_keep_blends_the_taught_weights_with_the_original_ones(setting):
+    """``keep`` only blends at the end: the same seed trains the same trajectory, so
+    keep=0.25 is exactly a quarter of the way back from keep=0 to the original."""
+    model = setting["model"]
+    full = fine_tune(model, *setting["new"], steps=5, seed=1, keep=0)
+    blended = fine_tune(model, *setting["new"], steps=5, seed=1, keep=0.25)
+    for w0, w1, wb in zip(model.get_weights(), full.get_weights(), blended.get_weights(), strict=True):
+        np.testing.assert_allclose(wb, 0.75 * w1 + 0.25 * w0, rtol=1e-5, atol=1e-6)
+    assert not np.array_equal(full.get_weights()[0], blended.get_weights()[0])
 
 
 def test_callback_sees_every_step_and_can_stop(setting):
