@@ -317,6 +317,45 @@ def teaching_markdown(name, result):
             f"{s['seconds_median']:.1f} s (max {s['seconds_max']:.1f} s) |")
 
 
+def teaching_figure(name, with_rehearsal, without_rehearsal, path):
+    """The README's picture of teaching and forgetting, for one network: each
+    writer's accuracy on their other drawings before and after teaching, and
+    the taught networks' MNIST test accuracy with and without rehearsal."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted(with_rehearsal["writers"], key=lambda r: r["before"])
+    plain = {r["writer"]: r for r in without_rehearsal["writers"]}
+    x = np.arange(len(rows))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), width_ratios=(3, 2))
+    for i, r in enumerate(rows):
+        left.plot([i, i], [100 * r["before"], 100 * r["after"]], color="#bbb", lw=1, zorder=1)
+    left.scatter(x, [100 * r["before"] for r in rows], s=18, color="#999", label="before", zorder=2)
+    left.scatter(x, [100 * r["after"] for r in rows], s=18, color="#1f77b4",
+                 label="after teaching 2 per digit", zorder=3)
+    left.set(xlabel="writer (sorted by accuracy before)", ylabel="accuracy on their other drawings (%)",
+             title="It learns each writer's handwriting", xticks=[])
+    left.legend(loc="lower right", frameon=False)
+    s = with_rehearsal["summary"]
+    right.axhline(100 * s["mnist_before"], color="#999", lw=1, ls="--", label="before teaching")
+    right.scatter(x, [100 * r["mnist_after"] for r in rows], s=18, color="#1f77b4",
+                  label="taught with rehearsal")
+    right.scatter(x, [100 * plain[r["writer"]]["mnist_after"] for r in rows], s=18,
+                  color="#d62728", marker="x", label="taught without rehearsal")
+    right.set(xlabel="writer", ylabel="MNIST test accuracy (%)", xticks=[],
+              title="Rehearsal keeps it from forgetting MNIST")
+    right.legend(loc="lower left", frameon=False, fontsize=8)
+    fig.suptitle(f"Teaching {name} (UNIPEN writers, python benchmarks/drawings_eval.py --teach)",
+                 fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None, help=f"unipen_dev.npz (default: ${ENV_VAR}, "
@@ -331,8 +370,10 @@ def main(argv=None):
     p.add_argument("--out", default=str(RESULTS), help="JSON report (default: %(default)s)")
     p.add_argument("--teach", action="store_true",
                    help="also teach each network every writer's handwriting (2 drawings per "
-                        "digit, rehearsing 10,000 MNIST images) and measure the rest; needs MNIST")
-    p.add_argument("--no-rehearsal", action="store_true", help="with --teach: without rehearsal")
+                        "digit, with and without rehearsing 10,000 MNIST images) and measure "
+                        "the rest; needs MNIST")
+    p.add_argument("--figure", default=None,
+                   help="with --teach: draw the first network's teaching and forgetting here (PNG)")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be at least 1")
@@ -355,9 +396,14 @@ def main(argv=None):
         samples, labels, writers, _ = load_unipen(data_path(args.data))
         X = prepare(samples, np.arange(len(samples)), args.seed)
         mnist = nn.data.load_mnist(args.mnist, download=False)
-        report["teaching"] = {model_name(m): teach_writers(nn.load(m), X, labels, writers, mnist,
-                                                           args.seed, not args.no_rehearsal)
-                              for m in models}
+        report["teaching"] = {
+            model_name(m): {how: teach_writers(nn.load(m), X, labels, writers, mnist, args.seed,
+                                               rehearsal=how == "rehearsal")
+                            for how in ("rehearsal", "no_rehearsal")}
+            for m in models}
+        if args.figure:
+            name, result = next(iter(report["teaching"].items()))
+            teaching_figure(name, result["rehearsal"], result["no_rehearsal"], args.figure)
     report["seconds"] = round(time.perf_counter() - start, 2)
     write_json(report, args.out)
     print(f"{report['n']} of {report['of']} real pen-drawn digits (UNIPEN dev), drawn on a "
@@ -368,8 +414,9 @@ def main(argv=None):
         print("| network | writers | rehearsal | before | after | MNIST test before | "
               "MNIST test after | time to teach |")
         print("|" + " --- |" * 8)
-        for name, result in report["teaching"].items():
-            print(teaching_markdown(name, result))
+        for name, results in report["teaching"].items():
+            for result in results.values():
+                print(teaching_markdown(name, result))
     print(f"\nTook {report['seconds']:.1f} s; wrote {args.out}")
     return 0
 

@@ -221,6 +221,31 @@ def test_main_writes_json_atomically(synthetic, tmp_path, monkeypatch, capsys):
     assert "| weights/default.npz |" in printed and "Took" in printed
 
 
+def test_teaching_each_writer_and_its_figure(tmp_path):
+    """teach_writers teaches every writer with enough drawings, once with rehearsal and
+    once without, and measures the rest; the figure is a PNG, written atomically."""
+    import nn
+
+    samples, labels, writers, _ = de.load_unipen(write_synthetic(tmp_path / "u.npz", per_digit=4))
+    X = de.prepare(samples, np.arange(len(samples)), seed=0)
+    rng = np.random.default_rng(0)
+    fake_mnist = ((rng.random((200, 784), np.float32), rng.integers(0, 10, 200)),
+                  (rng.random((50, 784), np.float32), rng.integers(0, 10, 50)))
+    model = nn.Network(nn.mlp_spec((16,)), seed=0)
+    results = {how: de.teach_writers(model, X, labels, writers, fake_mnist, rehearsal=how == "on")
+               for how in ("on", "off")}
+    for how, result in results.items():
+        s = result["summary"]
+        assert s["writers"] == 4 and s["rehearsal"] == (how == "on")
+        assert [r["n_rest"] for r in result["writers"]] == [20] * 4   # 40 drawings, 20 taught
+        assert 0 <= s["before_mean"] <= 1 and 0 <= s["after_mean"] <= 1
+        assert s["after_mean"] > s["before_mean"]    # an untrained network learns the shapes
+    figure = tmp_path / "teaching.png"
+    de.teaching_figure("tiny", results["on"], results["off"], figure)
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(os.listdir(tmp_path)) == ["teaching.png", "u.npz"]
+
+
 # ---------------------------------------------------------------- the real drawings
 
 def test_shipped_network_reads_real_drawings(default_model):
