@@ -62,22 +62,33 @@ def test_legacy_file_loads_as_the_old_network(legacy):
     assert len(legacy.history) == 15 and legacy.metrics["n"] == 10000
 
 
+def same_predictions(probs, expected):
+    """The same answers and, to float32 rounding, the same probabilities.
+
+    The expected values were written on the development machine; another CPU's BLAS
+    sums the float32 products in another order (seen: 6e-7 apart on CI), so bit-for-bit
+    equality holds only on one machine. Wrong weights, a missed layer or a changed
+    activation would move them by far more than this.
+    """
+    np.testing.assert_array_equal(probs.argmax(1), expected.argmax(1))
+    np.testing.assert_allclose(probs, expected, rtol=1e-4, atol=2e-6)
+
+
 def test_legacy_model_predicts_identically_on_synthetic_inputs(legacy, expected):
-    np.testing.assert_array_equal(legacy.predict_proba(synthetic_inputs()),
-                                  expected["synthetic_probs"])
+    same_predictions(legacy.predict_proba(synthetic_inputs()), expected["synthetic_probs"])
 
 
 def test_legacy_model_predicts_identically_on_mnist(legacy, expected, mnist):
     _, (X_test, _) = mnist
-    np.testing.assert_array_equal(legacy.predict_proba(X_test[:1000]),
-                                  expected["mnist_test_probs_first1000"])
+    same_predictions(legacy.predict_proba(X_test[:1000]), expected["mnist_test_probs_first1000"])
 
 
-def test_legacy_model_resaved_in_today_format_predicts_identically(legacy, expected, tmp_path):
+def test_legacy_model_resaved_in_today_format_predicts_identically(legacy, tmp_path):
     nn.save(legacy, tmp_path / "v2.npz")
     again = nn.load(tmp_path / "v2.npz")
+    # same machine, same weights: bit for bit
     np.testing.assert_array_equal(again.predict_proba(synthetic_inputs()),
-                                  expected["synthetic_probs"])
+                                  legacy.predict_proba(synthetic_inputs()))
     assert again.spec == legacy.spec and again.recipe == legacy.recipe
 
 

@@ -129,7 +129,8 @@ def test_bad_value_is_named_by_label_and_setting(name, value, app):
 
 @pytest.mark.parametrize("name,value", [(n, v) for n, v, a in BAD if a])
 def test_app_only_limits_do_not_bind_nn(name, value):
-    recipe = Recipe().replace(**{name: value})
+    # batch 32 so that n_images=100 leaves enough images for one batch whatever the default
+    recipe = Recipe().replace(batch_size=32).replace(**{name: value})
     assert recipe.problems() == {} and recipe.check() is recipe
 
 
