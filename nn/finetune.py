@@ -109,6 +109,7 @@ def fine_tune(model, X_new, y_new, *, X_base=None, y_base=None, seed=0, steps=60
     opt = make_optimizer(optimizer, params, lr=lr, momentum=0.9)
     loss_fn = SoftmaxCrossEntropy()
     started = time.perf_counter()
+    speed.keep_freed_memory()
     with speed.training_threads(batch_size * count_macs(taught.spec)):
         for step in range(steps):
             opt.lr = lr * 0.5 * (1 + math.cos(math.pi * step / steps))

@@ -231,6 +231,7 @@ def fit(model, X, y, recipe=None, *, callbacks=(), validation_data=None, optimiz
 
     stop = False
     try:
+        speed.keep_freed_memory()
         with speed.training_threads(batch_size * count_macs(model.spec)):
             for epoch in range(epochs):
                 epoch_start = time.perf_counter()
