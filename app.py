@@ -548,7 +548,7 @@ def scores_on_drawings_ui(active, drawings):
     with right:
         st.markdown("**Per digit**", help=glossary.CHART_HELP["per_class"])
         st.table(tables.per_class_table(report).style.format(
-            {c: "{:.1f}" for c in tables.SCORE_COLUMNS}))
+            {c: "{:.1f}" for c in tables.SCORE_COLUMNS}, na_rep="n/a"))
 
 
 def teach_ui(visitor, active, store, collection, drawings, mnist):
@@ -704,7 +704,7 @@ def evaluation_ui(active, mnist, mnist_problem):
     with right:
         st.markdown("**Per digit**", help=glossary.CHART_HELP["per_class"])
         st.table(tables.per_class_table(metrics).style.format(
-            {c: "{:.2f}" for c in tables.SCORE_COLUMNS}))
+            {c: "{:.2f}" for c in tables.SCORE_COLUMNS}, na_rep="n/a"))
         pairs = tables.confused_pairs_table(metrics["confusion_matrix"])
         st.markdown("**Most confused pairs**")
         if len(pairs):

@@ -9,6 +9,7 @@ carries tables to the browser) wants one type per column.
 import base64
 import datetime as _dt
 
+import numpy as np
 import pandas as pd
 
 import nn.metrics
@@ -29,15 +30,30 @@ _LAYER_NAMES = {"conv2d": "convolution", "maxpool2d": "max-pooling", "dense": "d
 def per_class_table(metrics):
     """12 rows (digits "0".."9", "average over digits", "average over images") x
     4 columns: precision, recall, F1 in % (2 decimals), and "images" (how many
-    test images of that digit) as text with thousands separators."""
+    test images of that digit) as text with thousands separators.
+
+    A score that is 0/0 is NaN (shown as "n/a"), not 0: a digit nobody drew has no
+    recall, and one the network never answered has no precision. The average over
+    digits is over the digits that have images, so two drawings read right average
+    100%, not 20%. (On MNIST's test set every digit has images and nothing changes.)
+    """
     pc = metrics["per_class"]
-    rows = {str(k): [100 * pc["precision"][k], 100 * pc["recall"][k], 100 * pc["f1"][k],
-                     pc["support"][k]] for k in range(len(pc["f1"]))}
-    for avg, label in (("macro", "average over digits"), ("weighted", "average over images")):
-        m = metrics[avg]
+    cm = np.asarray(metrics["confusion_matrix"])
+    support = np.asarray(pc["support"])
+    answered = cm.sum(axis=0)
+    scores = {key: np.array(pc[key], dtype=float) for key in ("precision", "recall", "f1")}
+    scores["recall"][support == 0] = np.nan
+    scores["precision"][(answered == 0) & (support == 0)] = np.nan
+    scores["f1"][np.isnan(scores["precision"]) | np.isnan(scores["recall"])] = np.nan
+    rows = {str(k): [100 * scores["precision"][k], 100 * scores["recall"][k],
+                     100 * scores["f1"][k], support[k]] for k in range(len(support))}
+    present = support > 0
+    macro = ({key: float(np.mean(np.nan_to_num(v[present]))) for key, v in scores.items()}
+             if present.any() and not present.all() else metrics["macro"])
+    for m, label in ((macro, "average over digits"), (metrics["weighted"], "average over images")):
         rows[label] = [100 * m["precision"], 100 * m["recall"], 100 * m["f1"], metrics["n"]]
     table = pd.DataFrame.from_dict(rows, orient="index", columns=[*SCORE_COLUMNS, "images"])
-    table[SCORE_COLUMNS] = table[SCORE_COLUMNS].round(2)
+    table[SCORE_COLUMNS] = table[SCORE_COLUMNS].astype(float).round(2)
     table["images"] = [f"{int(v):,}" for v in table["images"]]
     table.index.name = "digit"
     return table

@@ -50,6 +50,27 @@ def test_per_class_table():
         assert (table[column] == table[column].round(2)).all()
 
 
+def test_per_class_table_of_a_few_drawings_has_no_made_up_zeros():
+    """Four drawings (1, 7, 7 and a 4 read as 9): a digit nobody drew has no recall or F1
+    (NaN, shown as n/a), and the average over digits is over the digits drawn, as
+    scikit-learn computes it for those labels."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    y, pred = np.array([1, 7, 7, 4]), np.array([1, 7, 7, 9])
+    table = tables.per_class_table(nn.metrics.classification_report(y, pred))
+    for digit in "0235689":
+        assert np.isnan(table.loc[digit, "recall (%)"]) and np.isnan(table.loc[digit, "F1 (%)"])
+    assert np.isnan(table.loc["0", "precision (%)"])
+    assert table.loc["9", "precision (%)"] == 0.0          # answered once, wrongly: a real 0
+    assert table.loc["4", "recall (%)"] == 0.0 and table.loc["7", "F1 (%)"] == 100.0
+    p, r, f, _ = precision_recall_fscore_support(y, pred, labels=[1, 4, 7], average="macro",
+                                                 zero_division=0)
+    row = table.loc["average over digits"]
+    assert [row["precision (%)"], row["recall (%)"], row["F1 (%)"]] == \
+        [round(100 * v, 2) for v in (p, r, f)]
+    assert table.loc["average over images", "images"] == "4"
+
+
 def test_per_class_table_of_the_shipped_network(default_model):
     table = tables.per_class_table(default_model.metrics)
     assert table.shape == (12, 4)
