@@ -848,7 +848,7 @@ def training_live_ui(visitor):
     else:
         left.caption("The curves appear when the first epoch finishes.")
     if frames:
-        st.image(figures.mosaic_png(frames[-1], cols=16, scale=3 if frames[-1].shape[1] > 10 else 6),
+        st.image(figures.weights_png(frames[-1]),
                  caption=f"The first layer's weights after epoch {len(frames) - 1}")
 
 
@@ -908,7 +908,7 @@ def film_ui():
         frame = st.slider("Epoch", 0, last, last, key="frame",
                           help="0 is before training: random weights.") if last else 0
         tile = run.frames[frame]
-        st.image(figures.mosaic_png(tile, cols=16, scale=3 if tile.shape[1] > 10 else 6),
+        st.image(figures.weights_png(tile),
                  caption=f"After epoch {frame}" if frame else "Before training")
 
 
@@ -1098,8 +1098,13 @@ def inside_ui(active, mnist):
 def weights_ui(active):
     st.subheader("What the first layer looks for", help=glossary.CHART_HELP["weights"])
     tiles = cached("first weights", active.key, lambda: jobs.first_layer_weights(active.model, 64))
-    st.image(figures.mosaic_png(tiles, cols=16, scale=3 if tiles.shape[1] > 10 else 8),
-             caption="Red: weights that excite the unit; blue: that inhibit it.")
+    k = tiles.shape[1]
+    st.image(figures.weights_png(tiles),
+             caption="One picture per unit. Red: weights that excite the unit; blue: that "
+                     "inhibit it." if k > 10 else
+             f"One {k}x{k} filter per square, slid over the whole image. Red: ink there "
+             f"excites the filter; blue: inhibits it. What each one picks out of your drawing "
+             f"shows in the first feature maps above.")
 
 
 # -- the page ------------------------------------------------------------------------------------------

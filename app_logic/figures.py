@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-__all__ = ["png_bytes", "enlarge", "gray_rgb", "diverging_rgb", "preview_png",
+__all__ = ["png_bytes", "enlarge", "gray_rgb", "diverging_rgb", "preview_png", "weights_png",
            "saliency_png", "colour_bar_png", "mosaic_png", "strip_png", "probability_chart",
            "curves_chart", "confusion_chart", "confusion_difference_chart", "per_class_chart",
            "map_chart", "DIGIT_COLOURS"]
@@ -134,6 +134,16 @@ def mosaic_png(tiles, cols, scale=3, gap=2, diverging=True, shared_scale=False):
         y, x = r * (h * scale + gap), c * (w * scale + gap)
         out[y:y + h * scale, x:x + w * scale] = enlarge(rgb, scale)
     return png_bytes(out)
+
+
+def weights_png(tiles):
+    """First-layer weights (n, h, w) as PNG bytes: a dense layer's units as 28x28
+    pictures, 16 a row; a convolution's small filters enlarged to about 48 px,
+    8 a row, with room between them so that each reads as one filter."""
+    tiles = np.asarray(tiles)
+    if tiles.shape[1] > 10:
+        return mosaic_png(tiles, cols=16, scale=3)
+    return mosaic_png(tiles, cols=8, scale=max(4, 48 // tiles.shape[1]), gap=8)
 
 
 def strip_png(values, per_row=64, scale=10):

@@ -129,6 +129,21 @@ def test_mosaic_of_a_networks_first_layer():
     assert image.shape == (4 * (28 * 3 + 2) - 2, 8 * (28 * 3 + 2) - 2, 3)
 
 
+def test_weights_png_of_a_dense_and_a_convolutional_first_layer():
+    from app_logic import jobs
+
+    dense = jobs.first_layer_weights(nn.Network(nn.mlp_spec((64,)), seed=0))
+    image = decode(figures.weights_png(dense))       # each unit as 28x28, 16 a row
+    rows = -(-len(dense) // 16)
+    assert image.shape == (rows * (28 * 3 + 2) - 2, 16 * (28 * 3 + 2) - 2, 3)
+    conv = jobs.first_layer_weights(nn.Network(nn.cnn_spec((12, 4), kernel=5), seed=0))
+    assert conv.shape == (12, 5, 5)
+    image = decode(figures.weights_png(conv))        # 12 filters of 5x5 at 45 px, 8 a row
+    assert image.shape == (2 * (45 + 8) - 8, 8 * (45 + 8) - 8, 3)
+    assert (image[45:53] == 255).all() and (image[:, 45:53] == 255).all()   # the gaps
+    assert (image[53:, 4 * 53:] == 255).all()        # no 13th to 16th filter: white
+
+
 def test_strip_png():
     image = decode(figures.strip_png(np.arange(100.0), per_row=64, scale=10))
     assert image.shape == (20, 640, 3)
