@@ -848,7 +848,8 @@ def training_live_ui(visitor):
     else:
         left.caption("The curves appear when the first epoch finishes.")
     if frames:
-        st.image(figures.weights_png(frames[-1]),
+        png = figures.weights_png(frames[-1])
+        st.image(png, width=figures.display_width(png),
                  caption=f"The first layer's weights after epoch {len(frames) - 1}")
 
 
@@ -908,7 +909,8 @@ def film_ui():
         frame = st.slider("Epoch", 0, last, last, key="frame",
                           help="0 is before training: random weights.") if last else 0
         tile = run.frames[frame]
-        st.image(figures.weights_png(tile),
+        png = figures.weights_png(tile)
+        st.image(png, width=figures.display_width(png),
                  caption=f"After epoch {frame}" if frame else "Before training")
 
 
@@ -1098,8 +1100,8 @@ def inside_ui(active, mnist):
 def weights_ui(active):
     st.subheader("What the first layer looks for", help=glossary.CHART_HELP["weights"])
     tiles = cached("first weights", active.key, lambda: jobs.first_layer_weights(active.model, 64))
-    k = tiles.shape[1]
-    st.image(figures.weights_png(tiles),
+    k, png = tiles.shape[1], figures.weights_png(tiles)
+    st.image(png, width=figures.display_width(png),
              caption="One picture per unit. Red: weights that excite the unit; blue: that "
                      "inhibit it." if k > 10 else
              f"One {k}x{k} filter per square, slid over the whole image. Red: ink there "

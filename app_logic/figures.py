@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image, ImageDraw
 
-__all__ = ["png_bytes", "enlarge", "gray_rgb", "diverging_rgb", "preview_png", "weights_png",
+__all__ = ["png_bytes", "enlarge", "gray_rgb", "diverging_rgb", "preview_png", "weights_png", "display_width",
            "saliency_png", "colour_bar_png", "mosaic_png", "strip_png", "probability_chart",
            "curves_chart", "confusion_chart", "confusion_difference_chart", "per_class_chart",
            "map_chart", "DIGIT_COLOURS"]
@@ -134,6 +134,14 @@ def mosaic_png(tiles, cols, scale=3, gap=2, diverging=True, shared_scale=False):
         y, x = r * (h * scale + gap), c * (w * scale + gap)
         out[y:y + h * scale, x:x + w * scale] = enlarge(rgb, scale)
     return png_bytes(out)
+
+
+def display_width(png, most=700):
+    """How wide to show PNG bytes: their own width in pixels (read from the header), so
+    that a small picture is not stretched to the column with a long caption; "content"
+    (as wide as fits) above ``most``."""
+    width = int.from_bytes(png[16:20], "big")
+    return width if width <= most else "content"
 
 
 def weights_png(tiles):

@@ -142,6 +142,8 @@ def test_weights_png_of_a_dense_and_a_convolutional_first_layer():
     assert image.shape == (2 * (45 + 8) - 8, 8 * (45 + 8) - 8, 3)
     assert (image[45:53] == 255).all() and (image[:, 45:53] == 255).all()   # the gaps
     assert (image[53:, 4 * 53:] == 255).all()        # no 13th to 16th filter: white
+    assert figures.display_width(figures.weights_png(conv)) == image.shape[1]
+    assert figures.display_width(figures.weights_png(dense)) == "content"  # wider than 700 px
 
 
 def test_strip_png():
