@@ -258,10 +258,13 @@ def confusion_chart(cm, height=360):
                      "shown": np.where(counts > 0, counts, np.nan),
                      "dark": counts > np.sqrt(max(int(cm.max()), 1))})
     axis = {"labelAngle": 0}
+    # In digit order, named: the log scale drops the empty cells, and an axis in data
+    # order would then list the digits as their first mistake happens to come.
+    order = [str(d) for d in range(k)]
     spec = {**_base(height), "width": "container",
-            "encoding": {"x": {"field": "predicted", "type": "ordinal", "sort": None, "axis": axis,
+            "encoding": {"x": {"field": "predicted", "type": "ordinal", "sort": order, "axis": axis,
                                "title": "predicted digit"},
-                         "y": {"field": "true digit", "type": "ordinal", "sort": None,
+                         "y": {"field": "true digit", "type": "ordinal", "sort": order,
                                "title": "true digit"}},
             "layer": [
                 {"mark": "rect",
@@ -294,10 +297,11 @@ def confusion_difference_chart(cm_a, cm_b, height=360):
                      "verdict": ["" if v == 0 else ("better" if b else "worse")
                                  for v, b in zip(d, better)]})
     lim = max(1, int(np.abs(diff).max()))
+    order = [str(d) for d in range(k)]
     spec = {**_base(height), "width": "container",
-            "encoding": {"x": {"field": "predicted", "type": "ordinal", "sort": None,
+            "encoding": {"x": {"field": "predicted", "type": "ordinal", "sort": order,
                                "axis": {"labelAngle": 0}, "title": "predicted digit"},
-                         "y": {"field": "true digit", "type": "ordinal", "sort": None}},
+                         "y": {"field": "true digit", "type": "ordinal", "sort": order}},
             "layer": [
                 {"mark": "rect",
                  "encoding": {"color": {"field": "change", "type": "quantitative",
