@@ -648,7 +648,7 @@ def training_ui(active):
     st.markdown(f"**`{model.describe()}`**: {model.n_parameters:,} parameters.")
     c1, c2, c3 = st.columns(3)
     c1.metric("Epochs trained", str(len(model.history)))
-    c2.metric("Training time", f"{model.train_seconds:,.1f} s")
+    c2.metric("Training time", retrain.duration(model.train_seconds))
     vals = [r["val_acc"] for r in model.history if r.get("val_acc") is not None]
     c3.metric("Best validation accuracy", f"{max(vals):.2%}" if vals else "—")
     if model.history:

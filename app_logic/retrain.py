@@ -132,11 +132,21 @@ def describe_value(name, value):
         return ", ".join(map(str, value)) if value else "none"
     if isinstance(value, bool):
         return "on" if value else "off"
+    if name == "val_size" and isinstance(value, float):   # a share of the training images
+        return f"{100 * value:g}%"
     if isinstance(value, float):
         return f"{value:g}{SETTINGS[name].unit}"
     if isinstance(value, int) and value >= 10000:
         return f"{value:,}"
     return f"{value}{SETTINGS[name].unit}"
+
+
+def duration(seconds):
+    """Seconds as a person reads them: "48.2 s" up to 90 s, then "15.1 min (907 s)"."""
+    seconds = float(seconds)
+    if seconds < 90:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:,.1f} min ({seconds:,.0f} s)"
 
 
 def differences_from_shipped(recipe):

@@ -16,7 +16,7 @@ import nn.metrics
 from nn.architecture import shapes
 from nn.recipe import SETTINGS
 
-from .retrain import describe_value
+from .retrain import describe_value, duration
 
 __all__ = ["per_class_table", "confused_pairs_table", "architecture_table", "recipe_table",
            "drawings_table", "SCORE_COLUMNS", "MAX_DRAWING_ROWS"]
@@ -95,12 +95,12 @@ def recipe_table(model):
         shown = describe_value(name, value) if name in SETTINGS and value is not None else (
             "—" if value is None else str(value))
         rows.append({"setting": label, "value": shown})
-    for key, label in (("n_train", "images trained on"), ("n_val", "images held out to validate"),
-                       ("fine_tuned_on", "drawings it was taught"),
+    for key, label in (("n_train", "Images trained on"), ("n_val", "Images held out to validate"),
+                       ("fine_tuned_on", "Drawings it was taught"),
                        ("rehearsal_examples", "MNIST images rehearsed while taught")):
         if key in model.trained_on:
             rows.append({"setting": label, "value": f"{int(model.trained_on[key]):,}"})
-    rows.append({"setting": "training time", "value": f"{model.train_seconds:,.1f} s"})
+    rows.append({"setting": "Training time", "value": duration(model.train_seconds)})
     return pd.DataFrame(rows)
 
 

@@ -80,9 +80,16 @@ def test_the_defaults_say_how_they_differ_from_the_shipped_network():
     ("conv", (8, 16), "8, 16"), ("conv", (), "none"), ("nesterov", True, "on"),
     ("nesterov", False, "off"), ("rotate", 12.0, "12°"), ("lr", 0.001, "0.001"),
     ("n_images", 20000, "20,000"), ("epochs", 5, "5"), ("kernel", 3, "3px"),
-    ("activation", "relu", "relu")])
+    ("activation", "relu", "relu"), ("val_size", 0.1, "10%"), ("val_size", 5000, "5000")])
 def test_describe_value(name, value, text):
     assert retrain.describe_value(name, value) == text
+
+
+@pytest.mark.parametrize("seconds, text", [(0.04, "0.0 s"), (48.25, "48.2 s"), (89.9, "89.9 s"),
+                                           (907.03, "15.1 min (907 s)"),
+                                           (7300, "121.7 min (7,300 s)")])
+def test_duration(seconds, text):
+    assert retrain.duration(seconds) == text
 
 
 # ---------------------------------------------------------------- links

@@ -137,9 +137,9 @@ def test_recipe_table(trained):
     assert rows["Learning rate"] == "0.01" and rows["Hidden layers"] == "8"
     assert rows["Convolution channels"] == "none" and rows["Nesterov momentum"] == "off"
     assert rows["Training images"] == "500" and rows["Rotation"] == "0°"
-    assert rows["images trained on"] == "54,000"
-    assert rows["images held out to validate"] == "6,000"
-    assert rows["training time"] == "1,234.6 s"
+    assert rows["Images trained on"] == "54,000"
+    assert rows["Images held out to validate"] == "6,000"
+    assert rows["Training time"] == "20.6 min (1,235 s)"
     labels = {s.label for s in SETTINGS.values()}
     assert all(name in labels for name in table["setting"][:len(model.recipe)]), \
         "every recipe setting under its label, not its code name"
@@ -150,7 +150,7 @@ def test_recipe_table_of_a_taught_network(trained):
     model = trained.copy()
     model.trained_on = {**model.trained_on, "fine_tuned_on": 20, "rehearsal_examples": 10000}
     rows = dict(zip(*tables.recipe_table(model).to_dict("list").values()))
-    assert rows["drawings it was taught"] == "20"
+    assert rows["Drawings it was taught"] == "20"
     assert rows["MNIST images rehearsed while taught"] == "10,000"
 
 
@@ -158,7 +158,7 @@ def test_recipe_table_of_the_shipped_network(default_model):
     table = tables.recipe_table(default_model)
     assert isinstance(table, pd.DataFrame) and len(table) > 3
     assert table["value"].map(type).eq(str).all()
-    assert "images trained on" in set(table["setting"])
+    assert "Images trained on" in set(table["setting"])
 
 
 def test_drawings_table_shows_thumbnails_labels_and_what_was_read():
