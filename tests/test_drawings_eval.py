@@ -249,11 +249,12 @@ def test_teaching_each_writer_and_its_figure(tmp_path):
 # ---------------------------------------------------------------- the real drawings
 
 def test_shipped_network_reads_real_drawings(default_model):
-    """A seeded 300-sample subset of the real development set (91.7% when written)."""
+    """A seeded 300-sample subset of the real development set: 96.0% with the shipped
+    CNN (the MLP shipped before augmentation read 91.7%); below 93% is a regression."""
     require(REAL_DATA.is_file(), f"UNIPEN development set not found at {REAL_DATA} "
             "(set UNIPEN_DATA)")
     samples, labels, writers, sources = de.load_unipen(REAL_DATA)
     idx = de.subset(len(samples), 300, seed=0)
     X = de.prepare(samples, idx, seed=0)
     r = de.evaluate_model(default_model, X, labels[idx], writers[idx], sources[idx])
-    assert r["n"] == 300 and r["accuracy"] >= 0.85, de.markdown({"default": r})
+    assert r["n"] == 300 and r["accuracy"] >= 0.93, de.markdown({"default": r})
