@@ -1082,7 +1082,7 @@ def inside_ui(active, mnist):
     st.caption(f"Each unit of the last hidden layer adds its activation × its weight to the "
                f"score of {digit}; these eight add the most (all of them together: {total:.1f}).")
     st.bar_chart({"unit": [str(u) for u in units], "adds to the score": contributions},
-                 x="unit", y="adds to the score", height=220)
+                 x="unit", y="adds to the score", height=220, sort=False)  # largest first
     st.subheader("Which pixels decide", help=glossary.CHART_HELP["saliency"])
     grad = inference.smoothgrad(model, img28, digit)
     with st.container(horizontal=True, gap="medium"):

@@ -146,12 +146,13 @@ def display_width(png, most=700):
 
 def weights_png(tiles):
     """First-layer weights (n, h, w) as PNG bytes: a dense layer's units as 28x28
-    pictures, 16 a row; a convolution's small filters enlarged to about 48 px,
-    8 a row, with room between them so that each reads as one filter."""
+    pictures, 16 a row; a convolution's small filters enlarged to about 36 px,
+    8 a row, with room between them so that each reads as one filter (about 320 px
+    wide in all: it fits a phone at its own size)."""
     tiles = np.asarray(tiles)
     if tiles.shape[1] > 10:
         return mosaic_png(tiles, cols=16, scale=3)
-    return mosaic_png(tiles, cols=8, scale=max(4, 48 // tiles.shape[1]), gap=8)
+    return mosaic_png(tiles, cols=8, scale=max(3, 36 // tiles.shape[1]), gap=6)
 
 
 def strip_png(values, per_row=64, scale=10):
