@@ -343,9 +343,10 @@ def teaching_figure(name, with_rehearsal, without_rehearsal, path):
                   label="taught with rehearsal")
     right.scatter(x, [100 * plain[r["writer"]]["mnist_after"] for r in rows], s=18,
                   color="#d62728", marker="x", label="taught without rehearsal")
-    right.set(xlabel="writer", ylabel="MNIST test accuracy (%)", xticks=[],
+    right.set(ylabel="MNIST test accuracy (%)", xticks=[],
               title="Rehearsal keeps it from forgetting MNIST")
-    right.legend(loc="lower left", frameon=False, fontsize=8)
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, frameon=False,
+                 fontsize=8)   # below the axes: the forgetting can reach any corner
     fig.suptitle(f"Teaching {name} (UNIPEN writers, python benchmarks/drawings_eval.py --teach)",
                  fontsize=10)
     fig.tight_layout()
