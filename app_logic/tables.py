@@ -33,7 +33,8 @@ def per_class_table(metrics):
     test images of that digit) as text with thousands separators.
 
     A score that is 0/0 is NaN (shown as "n/a"), not 0: a digit nobody drew has no
-    recall, and one the network never answered has no precision. The average over
+    recall or F1, and one the network never answered has no precision (its F1 is 0
+    if it was drawn). The average over
     digits is over the digits that have images, so two drawings read right average
     100%, not 20%. (On MNIST's test set every digit has images and nothing changes.)
     """
@@ -43,8 +44,8 @@ def per_class_table(metrics):
     answered = cm.sum(axis=0)
     scores = {key: np.array(pc[key], dtype=float) for key in ("precision", "recall", "f1")}
     scores["recall"][support == 0] = np.nan
-    scores["precision"][(answered == 0) & (support == 0)] = np.nan
-    scores["f1"][np.isnan(scores["precision"]) | np.isnan(scores["recall"])] = np.nan
+    scores["precision"][answered == 0] = np.nan
+    scores["f1"][support == 0] = np.nan   # drawn but never answered: F1 is a real 0
     rows = {str(k): [100 * scores["precision"][k], 100 * scores["recall"][k],
                      100 * scores["f1"][k], support[k]] for k in range(len(support))}
     present = support > 0

@@ -62,7 +62,9 @@ def test_per_class_table_of_a_few_drawings_has_no_made_up_zeros():
         assert np.isnan(table.loc[digit, "recall (%)"]) and np.isnan(table.loc[digit, "F1 (%)"])
     assert np.isnan(table.loc["0", "precision (%)"])
     assert table.loc["9", "precision (%)"] == 0.0          # answered once, wrongly: a real 0
-    assert table.loc["4", "recall (%)"] == 0.0 and table.loc["7", "F1 (%)"] == 100.0
+    assert np.isnan(table.loc["4", "precision (%)"])       # drawn, never answered: 0/0
+    assert table.loc["4", "recall (%)"] == 0.0 and table.loc["4", "F1 (%)"] == 0.0
+    assert table.loc["7", "F1 (%)"] == 100.0
     p, r, f, _ = precision_recall_fscore_support(y, pred, labels=[1, 4, 7], average="macro",
                                                  zero_division=0)
     row = table.loc["average over digits"]
