@@ -190,6 +190,11 @@ def visitor_ui():
     return identity.visitor_id(ss["visitor_secret"])
 
 
+def ss_collected():
+    """The ids of the finished trainings this session took (see ``jobs.Trainings``)."""
+    return st.session_state.setdefault("collected_jobs", set())
+
+
 def session_defaults():
     ss = st.session_state
     ss.setdefault("runs", runs_mod.RunHistory())
@@ -207,7 +212,7 @@ def session_defaults():
 def training_status_ui(visitor):
     """While this visitor's training runs: its progress in the sidebar, and a heartbeat
     from whichever tab is open (a training nobody watches stops after a while)."""
-    job = trainings().current(visitor)
+    job = trainings().current(visitor, ss_collected())
     if job is None or not job.running:
         st.rerun(scope="app")  # it ended: collect the result
     job.touch()
@@ -237,7 +242,7 @@ def sidebar_ui(visitor):
         sb.warning("No network is loaded.")
         return None
     ss["last_good"] = active.choice
-    job = trainings().current(visitor)
+    job = trainings().current(visitor, ss_collected())
     if job is not None and job.running:
         with sb:
             training_status_ui(visitor)
@@ -827,7 +832,7 @@ def start_training(visitor, recipe, problems, mnist):
 @guard("the training progress")
 def training_live_ui(visitor):
     """Progress, growing curves, the first layer changing, and Stop; polls the job."""
-    job = trainings().current(visitor)
+    job = trainings().current(visitor, ss_collected())
     if job is None or not job.running:
         st.rerun(scope="app")  # finished: every tab switches to the result
     job.touch()  # someone is watching: keep training
@@ -857,7 +862,7 @@ def training_live_ui(visitor):
 @guard("the Retrain tab")
 def retrain_ui(visitor, mnist, mnist_problem):
     ss = st.session_state
-    job = trainings().current(visitor)
+    job = trainings().current(visitor, ss_collected())
     if job is not None and not job.running:
         st.rerun(scope="app")  # collect the result and update every tab
     running = job is not None
@@ -1129,7 +1134,7 @@ def page_ui():
     visitor = visitor_ui()
     session_defaults()
     ss["active"], message = session.collect_training(trainings(), visitor, ss["runs"],
-                                                     ss["active"])
+                                                     ss["active"], ss_collected())
     if message:
         ss["train_message"] = message
     active = sidebar_ui(visitor)

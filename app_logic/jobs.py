@@ -7,7 +7,7 @@ it writes plain attributes that the page reads when it polls:
     job, problem = trainings.start(visitor, recipe, mnist)   # one per visitor at a time
     ... job.touch(); job.progress, job.records, job.frames ... (page, while job.running)
     job.outcome, job.model, job.error                       (page, once finished)
-    trainings.collect(visitor)                               (the page takes the result)
+    trainings.collect(visitor, collected)                    (each page takes the result once)
 
 ``Trainings`` (one per server) owns the jobs by visitor, not by browser tab
 or Streamlit session: a page reloaded during a training finds its job again
@@ -40,6 +40,7 @@ HEARTBEAT_TIMEOUT = 90         # s without a poll from any page: nobody is watch
 CHANCE_ACCURACY = 0.20         # below this (guessing is 10%) a network has not learned
 FRAME_UNITS = 32               # first-layer units (or filters) kept per epoch for the film
 COLLECT_AFTER_S = 3600         # a finished job no page collected is dropped after this
+RELOAD_GRACE_S = 120           # after the first page took a result, others may for this long
 _LIVE = weakref.WeakSet()      # every started job of this process, for running_jobs()
 
 
@@ -109,6 +110,7 @@ class TrainingJob:
         self.started = time.monotonic()
         self.last_seen = self.started
         self.finished = None
+        self.taken = None        # when a page first took the result (Trainings.collect)
         self.model = self.error = self.outcome = self.stop_reason = None
         # None: the module's limits, read now (so that tests can lower them).
         self.max_seconds = MAX_TRAIN_SECONDS if max_seconds is None else max_seconds
@@ -206,7 +208,7 @@ class Trainings:
     def __init__(self, limit=MAX_CONCURRENT_TRAININGS):
         self.limit = limit
         self._lock = threading.Lock()
-        self._jobs = {}          # visitor -> TrainingJob (running, or finished and not collected)
+        self._jobs = {}          # visitor -> TrainingJob (running, or finished: its result)
 
     @property
     def running(self):
@@ -228,19 +230,38 @@ class Trainings:
             self._jobs[visitor] = job
         return job.start(), None
 
-    def current(self, visitor):
-        """The visitor's job, running or finished but not yet collected, or None."""
-        with self._lock:
-            return self._jobs.get(visitor)
+    @staticmethod
+    def _takeable(job, collected, now):
+        return job.id not in collected and (job.taken is None or now - job.taken <= RELOAD_GRACE_S)
 
-    def collect(self, visitor):
-        """Take the visitor's finished job (its result goes into their session); None
-        while it runs or when there is none."""
+    def current(self, visitor, collected=()):
+        """The visitor's job, running, or finished with a result this session may still
+        take (see ``collect``); otherwise None."""
         with self._lock:
             job = self._jobs.get(visitor)
-            if job is None or job.running:
+            if job is not None and not job.running and \
+                    not self._takeable(job, collected, time.monotonic()):
                 return None
-            del self._jobs[visitor]
+            return job
+
+    def collect(self, visitor, collected):
+        """The visitor's finished job, for a session that has not taken it yet (its id
+        is not in ``collected``, the session's set, which this adds it to); None while
+        it runs, when there is none, or when this session took it already.
+
+        The first page to ask takes it. Other pages of the visitor may take it too
+        for ``RELOAD_GRACE_S`` after that: a page reloaded just as the training ends
+        must get the result even when the dying old page took it first. A page opened
+        later does not get an old result. A new training replaces the job, and an
+        hour after it finished it is dropped."""
+        with self._lock:
+            job = self._jobs.get(visitor)
+            now = time.monotonic()
+            if job is None or job.running or not self._takeable(job, collected, now):
+                return None
+            if job.taken is None:
+                job.taken = now
+            collected.add(job.id)
             return job
 
     def _forget_old(self):

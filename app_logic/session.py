@@ -97,15 +97,16 @@ def resolve_with_fallback(choice, runs, last_good=None, load=library.load_checke
     return None, error
 
 
-def collect_training(trainings, visitor, runs, active_choice):
+def collect_training(trainings, visitor, runs, active_choice, collected):
     """Take the visitor's finished training, if any, into the session.
 
-    Returns ``(new active choice, message)``; ``(active_choice, None)`` when there
+    ``collected``: the ids of the trainings this session took already (a set, added
+    to). Returns ``(new active choice, message)``; ``(active_choice, None)`` when there
     was nothing to collect. A usable result ("done") becomes a run and the active
     network; a stopped, failed, diverged or near-chance run changes nothing but
     the message.
     """
-    job = trainings.collect(visitor)
+    job = trainings.collect(visitor, collected)
     if job is None:
         return active_choice, None
     message = jobs.finished_message(job)

@@ -2,7 +2,7 @@
 
 Streamlit keeps one ``session_state`` per browser tab (a "session"). The page
 (``app.py``) reads and writes only the keys below; widgets whose ``key=`` is
-one of them keep their value there too. ``tests/test_state.py`` checks that
+one of them keep their value there too. ``tests/test_app_logic.py`` checks that
 every key ``app.py`` uses is declared here.
 
 Keys ending in ``*`` are prefixes: the page makes one key per item (a widget
@@ -34,6 +34,7 @@ KEYS = {
     "store_message": "the outcome of the last class, import or delete action",
     # Retrain and Runs
     "train_message": "(kind, text) about the last finished training",
+    "collected_jobs": "ids of the finished trainings this session took (app_logic.jobs)",
     "save_message": "the outcome of the last save or delete of a network",
     "frame": "the epoch shown in the film of the first layer's weights",
     # widgets

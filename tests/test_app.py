@@ -17,6 +17,7 @@ temporary ``DIGITLAB_DB``; weights/ is never written.
 import sys
 import time
 import types
+import uuid
 
 import pytest
 
@@ -77,7 +78,9 @@ def apps(default_model, canvas, places):
 
     made = []
 
-    def make(secret="0" * 31 + "1", tab=None):
+    visitor = uuid.uuid4().hex  # one visitor per test: the server's trainings outlive an AppTest
+
+    def make(secret=visitor, tab=None):
         at = AppTest.from_file(APP, default_timeout=WAIT_S)
         at.session_state["visitor_secret"] = secret
         if tab:

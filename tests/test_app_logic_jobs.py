@@ -8,6 +8,7 @@ a last poll long ago.
 """
 
 import threading
+import time
 import types
 
 import numpy as np
@@ -362,15 +363,45 @@ def test_a_reloaded_page_finds_its_job_and_collects_it_once(gate):
     # The page is reloaded: a new session asks by visitor and re-attaches.
     assert trainings.current("alice") is job and job.running
     assert trainings.current("bob") is None
-    assert trainings.collect("alice") is None          # still running: nothing to take
+    assert trainings.collect("alice", set()) is None   # still running: nothing to take
     assert trainings.current("alice") is job
     gate.open.set()
     job.join(JOIN_S)
     assert trainings.current("alice") is job            # finished, waiting to be collected
-    assert trainings.collect("alice") is job and job.outcome == "done"
-    assert trainings.collect("alice") is None           # only once
-    assert trainings.current("alice") is None
-    assert trainings.collect("nobody") is None
+    page = set()
+    assert trainings.collect("alice", page) is job and job.outcome == "done"
+    assert page == {job.id}
+    assert trainings.collect("alice", page) is None     # once per page
+    assert trainings.current("alice", page) is None
+    assert trainings.collect("nobody", set()) is None
+
+
+def test_the_old_page_taking_the_result_during_a_reload_does_not_lose_it(gate):
+    """The training ends while the page reloads: the dying old page's last rerun takes
+    the result first; the reloaded page must still get it."""
+    trainings = jobs.Trainings()
+    job, _ = trainings.start("alice", TINY, None)
+    assert gate.started.acquire(timeout=JOIN_S)
+    gate.open.set()
+    job.join(JOIN_S)
+    old_page, new_page = set(), set()
+    assert trainings.collect("alice", old_page) is job
+    assert trainings.current("alice", new_page) is job
+    assert trainings.collect("alice", new_page) is job
+    assert trainings.collect("alice", new_page) is None and trainings.collect("alice", old_page) is None
+
+
+def test_a_page_opened_later_does_not_get_an_old_result(gate, monkeypatch):
+    trainings = jobs.Trainings()
+    job, _ = trainings.start("alice", TINY, None)
+    assert gate.started.acquire(timeout=JOIN_S)
+    gate.open.set()
+    job.join(JOIN_S)
+    assert trainings.collect("alice", set()) is job
+    later = time.monotonic() + jobs.RELOAD_GRACE_S + 1
+    monkeypatch.setattr(jobs, "time", types.SimpleNamespace(monotonic=lambda: later))
+    assert trainings.current("alice", set()) is None
+    assert trainings.collect("alice", set()) is None
 
 
 def test_uncollected_results_are_dropped_after_a_while(gate, monkeypatch):

@@ -35,7 +35,7 @@ def two_runs(mnist):
         job.join(JOIN_S)
         assert job.outcome == "done"
         predictions.append(job.model.predict_proba(X).copy())
-        active, (kind, _) = session.collect_training(trainings, "visitor", history, active)
+        active, (kind, _) = session.collect_training(trainings, "visitor", history, active, set())
         assert kind == "success"
     return history, active, predictions
 

@@ -159,16 +159,17 @@ def test_a_done_training_becomes_a_run_and_the_active_network(monkeypatch):
     model = stand_in(0.93)
     trainings, job = finished(monkeypatch, lambda recipe, data, callbacks=(): model)
     runs = RunHistory()
-    active, (kind, text) = session.collect_training(trainings, "v", runs, "file:default")
+    page = set()
+    active, (kind, text) = session.collect_training(trainings, "v", runs, "file:default", page)
     assert active == "run:1" and kind == "success" and text.startswith("Training finished")
     run = runs.get(1)
     assert run.kind == "training" and run.model is model and run.name == model.describe()
     assert run.settings == RECIPE.to_dict() and run.seconds == 1.25
     assert run.frames == job.frames
     assert session.resolve(active, runs)[0].model is model
-    # Collected once: the next rerun finds nothing.
-    assert session.collect_training(trainings, "v", runs, active) == (active, None)
-    assert len(runs) == 1
+    # Collected once: the next rerun of this page finds nothing.
+    assert session.collect_training(trainings, "v", runs, active, page) == (active, None)
+    assert len(runs) == 1 and page == {job.id}
 
 
 def chance(recipe, data, callbacks=()):
@@ -193,32 +194,33 @@ def diverged(recipe, data, callbacks=()):
 def test_other_outcomes_leave_the_active_network_alone(monkeypatch, train, kind):
     trainings, job = finished(monkeypatch, train)
     runs = history_with(0.9)
-    active, message = session.collect_training(trainings, "v", runs, "run:1")
+    page = set()
+    active, message = session.collect_training(trainings, "v", runs, "run:1", page)
     assert active == "run:1" and message == jobs.finished_message(job) and message[0] == kind
-    assert len(runs) == 1 and trainings.current("v") is None
+    assert len(runs) == 1 and trainings.current("v", page) is None
 
 
 def test_nothing_to_collect(monkeypatch):
     trainings = jobs.Trainings()
     runs = RunHistory()
-    assert session.collect_training(trainings, "v", runs, "file:mine") == ("file:mine", None)
+    assert session.collect_training(trainings, "v", runs, "file:mine", set()) == ("file:mine", None)
     # Another visitor's result is not this one's.
     trainings, _ = finished(monkeypatch, lambda recipe, data, callbacks=(): stand_in(),
                             visitor="other")
-    assert session.collect_training(trainings, "v", runs, "file:mine") == ("file:mine", None)
+    assert session.collect_training(trainings, "v", runs, "file:mine", set()) == ("file:mine", None)
     assert len(runs) == 0 and trainings.current("other") is not None
 
 
 def test_collecting_keeps_the_active_runs_network(monkeypatch):
     runs = history_with(*[0.9] * MAX_NETWORKS)
     trainings, _ = finished(monkeypatch, lambda recipe, data, callbacks=(): stand_in())
-    active, _ = session.collect_training(trainings, "v", runs, "run:1")
+    active, _ = session.collect_training(trainings, "v", runs, "run:1", set())
     assert active == f"run:{MAX_NETWORKS + 1}"
     assert runs.get(1).model is not None          # the oldest, but the active one
     # Had another network been active, the oldest run would have made room.
     runs = history_with(*[0.9] * MAX_NETWORKS)
     trainings, _ = finished(monkeypatch, lambda recipe, data, callbacks=(): stand_in())
-    session.collect_training(trainings, "v", runs, "file:default")
+    session.collect_training(trainings, "v", runs, "file:default", set())
     assert runs.get(1).model is None and runs.get(2).model is not None
 
 
