@@ -420,9 +420,13 @@ def test_a_shared_link_a_reload_during_training_and_two_runs_compared(browser, a
         page = reloaded
         panel = open_tab(page, "Retrain")
         train = panel.get_by_role("button", name=re.compile("^.*Train$"))
-        if not panel.locator('[data-testid="stAlert"]', has_text="Training finished").count():
-            wait_for(page, panel.locator('[data-testid="stAlert"]', has_text="Training on the server"),
-                     "the running training after a reload")
+        # Still running (then: its progress, Train locked) or finished meanwhile (then:
+        # its result, even when the old page took it as it closed).
+        wait_for(page, panel.locator('[data-testid="stAlert"]',
+                                     has_text=re.compile("Training on the server|Training finished")),
+                 "the training, running or finished, after a reload")
+        running = panel.locator('[data-testid="stAlert"]', has_text="Training on the server")
+        if running.count():
             assert train.is_disabled(), "Train is clickable while a training runs"
             wait_for(page, panel.locator('[data-testid="stProgress"]'), "the progress after a reload")
             screenshot(page, "retrain.png")
