@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -375,6 +376,37 @@ def test_least_recently_used_entries_go_first(fresh_cache, monkeypatch):
     get(2)
     assert builds == [1, 2, 3, 4, 2]
     assert len(cache._cache) == 3
+
+
+def test_threads_asking_for_one_entry_share_one_build(fresh_cache):
+    """Eight sessions' first drawings on a new network: one map of digits is built,
+    not eight; a failed build is not kept and the next caller builds again."""
+    builds, started, barrier, results = [], threading.Event(), threading.Barrier(8), []
+
+    def slow_build():
+        builds.append(1)
+        started.set()
+        time.sleep(0.2)
+        return object()
+
+    def ask():
+        barrier.wait()
+        results.append(cache.cached("atlas", "net-1", slow_build))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(builds) == 1 and len(results) == 8 and len({id(r) for r in results}) == 1
+
+    def broken():
+        raise RuntimeError("no MNIST")
+
+    with pytest.raises(RuntimeError):
+        cache.cached("atlas", "net-2", broken)
+    assert cache.cached("atlas", "net-2", lambda: "built") == "built"
+    assert not cache._building
 
 
 def test_the_cache_is_safe_from_8_threads(fresh_cache, monkeypatch):
