@@ -853,9 +853,7 @@ def training_live_ui(visitor):
     else:
         left.caption("The curves appear when the first epoch finishes.")
     if frames:
-        png = figures.weights_png(frames[-1])
-        st.image(png, width=figures.display_width(png),
-                 caption=f"The first layer's weights after epoch {len(frames) - 1}")
+        weights_image(frames[-1], f"The first layer's weights after epoch {len(frames) - 1}")
 
 
 @st.fragment
@@ -914,9 +912,7 @@ def film_ui():
         frame = st.slider("Epoch", 0, last, last, key="frame",
                           help="0 is before training: random weights.") if last else 0
         tile = run.frames[frame]
-        png = figures.weights_png(tile)
-        st.image(png, width=figures.display_width(png),
-                 caption=f"After epoch {frame}" if frame else "Before training")
+        weights_image(tile, f"After epoch {frame}" if frame else "Before training")
 
 
 def networks_ui(visitor):
@@ -1102,16 +1098,21 @@ def inside_ui(active, mnist):
     weights_ui(active)
 
 
+def weights_image(tiles, caption):
+    """First-layer weights (see ``figures.weights_png``), at their own size when small."""
+    png = figures.weights_png(tiles)
+    st.image(png, width=figures.display_width(png), caption=caption)
+
+
 def weights_ui(active):
     st.subheader("What the first layer looks for", help=glossary.CHART_HELP["weights"])
     tiles = cached("first weights", active.key, lambda: jobs.first_layer_weights(active.model, 64))
-    k, png = tiles.shape[1], figures.weights_png(tiles)
-    st.image(png, width=figures.display_width(png),
-             caption="One picture per unit. Red: weights that excite the unit; blue: that "
-                     "inhibit it." if k > 10 else
-             f"One {k}x{k} filter per square, slid over the whole image. Red: ink there "
-             f"excites the filter; blue: inhibits it. What each one picks out of your drawing "
-             f"shows in the first feature maps above.")
+    k = tiles.shape[1]
+    weights_image(tiles, "One picture per unit. Red: weights that excite the unit; blue: that "
+                         "inhibit it." if k > 10 else
+                  f"One {k}x{k} filter per square, slid over the whole image. Red: ink there "
+                  f"excites the filter; blue: inhibits it. What each one picks out of your "
+                  f"drawing shows in the first feature maps above.")
 
 
 # -- the page ------------------------------------------------------------------------------------------

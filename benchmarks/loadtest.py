@@ -216,6 +216,30 @@ async def poll(run, cap, *conditions, every=0.15):
     return None
 
 
+async def arrive(run, browser, who, slot, path="/"):
+    """Wait for this session's turn (``slot`` arrivals apart), open the app, and count
+    the arrival even when loading failed: a session that failed to load must not
+    hold the others back."""
+    await asyncio.sleep(slot * run.args.ramp)
+    try:
+        run.phase[who] = "loading the page"
+        return await open_app(run, browser, who, path)
+    finally:
+        run.arrived()
+
+
+async def open_tab(run, page, who, tab, button):
+    """Open the tab named ``tab`` and return its button whose name ends in ``button``,
+    once it is there and the page is idle."""
+    run.phase[who] = f"opening the {tab} tab"
+    await page.get_by_role("tab").filter(has_text=re.compile(rf"\b{tab}\b")).first.click(
+        timeout=run.left(30) * 1000)
+    found = page.get_by_role("button", name=re.compile(rf"{button}$")).first
+    await found.wait_for(timeout=run.left(60) * 1000)
+    await wait_idle(run, page)
+    return found
+
+
 async def open_app(run, browser, who, path="/"):
     context = await browser.new_context(viewport=VIEWPORT)
     context.set_default_timeout(30_000)
@@ -326,12 +350,7 @@ async def drawer(run, browser, index, slot):
     who = f"drawer {index + 1}"
     first_done = False
     try:
-        await asyncio.sleep(slot * run.args.ramp)
-        try:
-            run.phase[who] = "loading the page"
-            page = await open_app(run, browser, who)
-        finally:
-            run.arrived()  # a session that failed to load must not hold the others back
+        page = await arrive(run, browser, who, slot)
         run.phase[who] = "waiting for the others to arrive"
         await asyncio.wait_for(run.all_arrived.wait(), run.left(900))
         await remember_visitor(run, page, who)
@@ -357,24 +376,14 @@ async def drawer(run, browser, index, slot):
 
 async def teacher(run, browser, index, slot):
     who = f"teacher {index + 1}"
-    await asyncio.sleep(slot * run.args.ramp)
-    try:
-        run.phase[who] = "loading the page"
-        page = await open_app(run, browser, who)
-    finally:
-        run.arrived()
+    page = await arrive(run, browser, who, slot)
     await remember_visitor(run, page, who)
     for k in range(run.args.teach_drawings):
         run.phase[who] = f"labelling drawing {k + 1} before teaching"
         await draw_and_label(run, page, who, "17"[k % 2], {})
     run.phase[who] = "waiting for the others to arrive"
     await asyncio.wait_for(run.all_arrived.wait(), run.left(900))
-    run.phase[who] = "opening My drawings"
-    await page.get_by_role("tab").filter(has_text=re.compile(r"\bMy drawings\b")).first.click(
-        timeout=run.left(30) * 1000)
-    teach = page.get_by_role("button", name=re.compile(r"Teach$")).first
-    await teach.wait_for(timeout=run.left(60) * 1000)
-    await wait_idle(run, page)
+    teach = await open_tab(run, page, who, "My drawings", "Teach")
     success = page.locator(ALERT).filter(has_text="Taught in")
     failure = page.locator(ERROR_BOX)
     progress = page.locator('[data-testid="stProgress"]')
@@ -419,19 +428,9 @@ async def _count(locator):
 
 async def trainer(run, browser, index, slot):
     who = f"trainer {index + 1}"
-    await asyncio.sleep(slot * run.args.ramp)
-    try:
-        run.phase[who] = "loading the page"
-        page = await open_app(run, browser, who, TRAIN_LINK)
-    finally:
-        run.arrived()
+    page = await arrive(run, browser, who, slot, TRAIN_LINK)
     await asyncio.wait_for(run.all_arrived.wait(), run.left(900))
-    run.phase[who] = "opening the Retrain tab"
-    await page.get_by_role("tab").filter(has_text=re.compile(r"\bRetrain\b")).first.click(
-        timeout=run.left(30) * 1000)
-    train = page.get_by_role("button", name=re.compile(r"Train$")).first
-    await train.wait_for(timeout=run.left(60) * 1000)
-    await wait_idle(run, page)
+    train = await open_tab(run, page, who, "Retrain", "Train")
     finished = page.locator(ALERT).filter(has_text="Training finished")
     busy = page.locator(ALERT).filter(has_text="other trainings are running")
     stop = page.get_by_role("button", name=re.compile(r"Stop$"))
@@ -544,12 +543,7 @@ async def upload(run, page, who, name, data, record):
 
 async def hostile(run, browser, index, slot):
     who = f"hostile {index + 1}"
-    await asyncio.sleep(slot * run.args.ramp)
-    try:
-        run.phase[who] = "loading the page"
-        page = await open_app(run, browser, who)
-    finally:
-        run.arrived()
+    page = await arrive(run, browser, who, slot)
     messages = hostile_canvas_messages()
     files = attack_files()
     run.phase[who] = "opening the upload box and a protocol session"
